@@ -1,0 +1,67 @@
+"""The ``srkd`` command line: a thin Typer layer over the library.
+
+Each command lives in its own module with a ``register(app)`` function; this module assembles
+them and turns every :class:`~srkd.errors.SrkdError` into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from ..errors import SrkdError
+
+COMMAND_MODULES = ("models", "convert", "eval", "data", "upscale", "train")
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        name="srkd",
+        help="Train, distill, compress, evaluate and run super-resolution networks.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            continue  # command not built in this version
+        module.register(app)
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    app = build_app()
+    try:
+        app(args=argv, standalone_mode=False, prog_name="srkd")
+    except SrkdError as exc:
+        print(f"srkd: error: {exc}", file=sys.stderr)
+        return _exit(2, argv)
+    except KeyboardInterrupt:
+        print("srkd: interrupted", file=sys.stderr)
+        return _exit(130, argv)
+    except typer.Exit as exc:
+        return _exit(exc.exit_code, argv)
+    except Exception as exc:  # click usage errors carry their own exit codes
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return _exit(exc.exit_code, argv)
+        if isinstance(exc, click.exceptions.Abort):
+            print("srkd: aborted", file=sys.stderr)
+            return _exit(1, argv)
+        raise
+    return _exit(0, argv)
+
+
+def _exit(code: int, argv) -> int:
+    if argv is None:
+        sys.exit(code)
+    return code

@@ -1,0 +1,1 @@
+"""File formats: images, model files, hub and model-zoo downloads, converters."""

@@ -1,0 +1,78 @@
+"""Building blocks shared by the architectures (EDSR-PyTorch ``common.py`` conventions).
+
+Module nesting and attribute names follow the official code exactly, because the official
+state-dict key names are derived from them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+
+def default_conv(in_channels: int, out_channels: int, kernel_size: int, bias: bool = True) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias)
+
+
+class MeanShift(nn.Conv2d):
+    """Frozen 1x1 convolution that subtracts (sign=-1) or adds (sign=+1) the dataset mean.
+
+    It is a Conv2d (not a buffer) so that the official ``sub_mean.*``/``add_mean.*`` tensors
+    load with ``strict=True``; the bias is ``sign * rgb_range * mean``.
+    """
+
+    def __init__(self, rgb_range: float, rgb_mean=DIV2K_RGB_MEAN, rgb_std=(1.0, 1.0, 1.0), sign: int = -1):
+        super().__init__(3, 3, kernel_size=1)
+        std = torch.tensor(rgb_std, dtype=torch.float32)
+        self.weight.data = torch.eye(3).view(3, 3, 1, 1) / std.view(3, 1, 1, 1)
+        self.bias.data = sign * rgb_range * torch.tensor(rgb_mean, dtype=torch.float32) / std
+        for p in self.parameters():
+            p.requires_grad = False
+
+
+class ResBlock(nn.Module):
+    """conv-ReLU-conv with a scaled identity skip (EDSR). ``body.0``/``body.2`` are the convs."""
+
+    def __init__(self, n_feats: int, kernel_size: int = 3, res_scale: float = 1.0):
+        super().__init__()
+        self.body = nn.Sequential(
+            default_conv(n_feats, n_feats, kernel_size), nn.ReLU(True), default_conv(n_feats, n_feats, kernel_size)
+        )
+        self.res_scale = res_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).mul(self.res_scale) + x
+
+
+class Upsampler(nn.Sequential):
+    """Sub-pixel upsampler: log2(scale) x (conv to 4F, PixelShuffle(2)) or one conv to 9F for x3."""
+
+    def __init__(self, scale: int, n_feats: int):
+        layers: list[nn.Module] = []
+        if scale & (scale - 1) == 0:
+            for _ in range(int(math.log2(scale))):
+                layers += [default_conv(n_feats, 4 * n_feats, 3), nn.PixelShuffle(2)]
+        elif scale == 3:
+            layers += [default_conv(n_feats, 9 * n_feats, 3), nn.PixelShuffle(3)]
+        else:
+            raise ValueError(f"scale {scale} is not supported by the sub-pixel upsampler (use 2, 3, 4 or 8)")
+        super().__init__(*layers)
+
+
+def check_scale(scale: int, supported=(2, 3, 4, 8)) -> int:
+    if int(scale) not in supported:
+        raise ValueError(f"scale must be one of {', '.join(map(str, supported))}, got {scale}")
+    return int(scale)
+
+
+def body_taps(prefix: str, n: int, end: str) -> dict[str, str]:
+    """Feature taps at 1/3, 2/3 of a body of ``n`` stages and at its end (FAKD/FACD positions)."""
+    return {
+        "body1": f"{prefix}{max(n // 3 - 1, 0)}",
+        "body2": f"{prefix}{max(2 * n // 3 - 1, 0)}",
+        "body3": end,
+    }

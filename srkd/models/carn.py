@@ -1,0 +1,196 @@
+"""CARN and CARN-M (Ahn et al., ECCV 2018) with nmhkahn/CARN-pytorch's module names.
+
+Cascading residual network: three cascading blocks, each with three residual units whose outputs
+are concatenated and fused by 1x1 convolutions, and the same cascade again at the global level.
+CARN-M replaces the residual units by one *shared* efficient residual block (grouped 3x3, grouped
+3x3, 1x1) applied three times, and groups the upsampler convolutions.
+
+The official checkpoints are multi-scale (one file with ``upsample.up2/up3/up4`` heads);
+``scales=(2, 3, 4)`` builds that layout, a single scale builds ``upsample.up``.
+Official weights expect inputs in [0, 1]; the mean shift is a nested ``shifter`` convolution.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .blocks import DIV2K_RGB_MEAN, check_scale
+
+
+class MeanShift(nn.Module):
+    def __init__(self, mean_rgb, sub: bool):
+        super().__init__()
+        sign = -1.0 if sub else 1.0
+        self.shifter = nn.Conv2d(3, 3, 1, 1, 0)
+        self.shifter.weight.data = torch.eye(3).view(3, 3, 1, 1)
+        self.shifter.bias.data = sign * torch.tensor(mean_rgb, dtype=torch.float32)
+        for p in self.shifter.parameters():
+            p.requires_grad = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shifter(x)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, ksize: int = 3, stride: int = 1, pad: int = 1):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(in_channels, out_channels, ksize, stride, pad), nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, 1, 1), nn.ReLU(inplace=True), nn.Conv2d(channels, channels, 3, 1, 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + x)
+
+
+class EResidualBlock(nn.Module):
+    def __init__(self, channels: int, group: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, 1, 1, groups=group),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, 1, 1, groups=group),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 1, 1, 0),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + x)
+
+
+class _UpsampleBlock(nn.Module):
+    """conv, ReLU, PixelShuffle per x2 stage (note the ReLU, unlike EDSR), or one x3 stage."""
+
+    def __init__(self, channels: int, scale: int, group: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        if scale in (2, 4, 8):
+            for _ in range(int(math.log2(scale))):
+                layers += [nn.Conv2d(channels, 4 * channels, 3, 1, 1, groups=group), nn.ReLU(inplace=True)]
+                layers += [nn.PixelShuffle(2)]
+        elif scale == 3:
+            layers += [nn.Conv2d(channels, 9 * channels, 3, 1, 1, groups=group), nn.ReLU(inplace=True)]
+            layers += [nn.PixelShuffle(3)]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class UpsampleBlock(nn.Module):
+    def __init__(self, channels: int, scales: tuple[int, ...], group: int):
+        super().__init__()
+        self.multi_scale = len(scales) > 1
+        if self.multi_scale:
+            for s in scales:
+                self.add_module(f"up{s}", _UpsampleBlock(channels, s, group))
+        else:
+            self.up = _UpsampleBlock(channels, scales[0], group)
+
+    def forward(self, x: torch.Tensor, scale: int) -> torch.Tensor:
+        return getattr(self, f"up{scale}")(x) if self.multi_scale else self.up(x)
+
+
+class CascadingBlock(nn.Module):
+    """Local cascade. CARN: three residual units b1..b3. CARN-M: one shared unit b1 used three times."""
+
+    def __init__(self, channels: int, mobile: bool, group: int):
+        super().__init__()
+        self.mobile = mobile
+        if mobile:
+            self.b1 = EResidualBlock(channels, group)
+        else:
+            self.b1, self.b2, self.b3 = (ResidualBlock(channels) for _ in range(3))
+        self.c1 = BasicBlock(channels * 2, channels, 1, 1, 0)
+        self.c2 = BasicBlock(channels * 3, channels, 1, 1, 0)
+        self.c3 = BasicBlock(channels * 4, channels, 1, 1, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        units = (self.b1, self.b1, self.b1) if self.mobile else (self.b1, self.b2, self.b3)
+        cat, out = x, x
+        for unit, fuse in zip(units, (self.c1, self.c2, self.c3)):
+            cat = torch.cat([cat, unit(out)], dim=1)
+            out = fuse(cat)
+        return out
+
+
+class CARN(nn.Module):
+    """Cascading residual network. ``scales`` lists the upsampling heads; ``scale`` is the active one."""
+
+    arch = "carn"
+    mobile = False
+
+    def __init__(
+        self,
+        scale: int = 4,
+        scales: tuple[int, ...] | None = None,
+        n_feats: int = 64,
+        group: int = 1,
+        rgb_range: float = 1.0,
+        rgb_mean: tuple[float, float, float] = DIV2K_RGB_MEAN,
+    ):
+        super().__init__()
+        self.scales = tuple(sorted(check_scale(s) for s in (scales or (scale,))))
+        self.scale = check_scale(scale)
+        if self.scale not in self.scales:
+            raise ValueError(f"scale {scale} is not among the model's scales {self.scales}")
+        self.n_feats, self.group = int(n_feats), int(group)
+        self.rgb_range, self.rgb_mean = float(rgb_range), tuple(float(v) for v in rgb_mean)
+
+        c = self.n_feats
+        self.sub_mean = MeanShift(self.rgb_mean, sub=True)
+        self.add_mean = MeanShift(self.rgb_mean, sub=False)
+        self.entry = nn.Conv2d(3, c, 3, 1, 1)
+        self.b1, self.b2, self.b3 = (CascadingBlock(c, self.mobile, self.group) for _ in range(3))
+        self.c1 = BasicBlock(c * 2, c, 1, 1, 0)
+        self.c2 = BasicBlock(c * 3, c, 1, 1, 0)
+        self.c3 = BasicBlock(c * 4, c, 1, 1, 0)
+        self.upsample = UpsampleBlock(c, self.scales, self.group)
+        self.exit = nn.Conv2d(c, 3, 3, 1, 1)
+        self.feature_taps = {"body1": "c1", "body2": "c2", "body3": "c3"}
+
+    def set_scale(self, scale: int) -> None:
+        if scale not in self.scales:
+            raise ValueError(f"this {self.arch} model has heads for x{', x'.join(map(str, self.scales))}, not x{scale}")
+        self.scale = int(scale)
+
+    def config(self) -> dict:
+        return {
+            "scale": self.scale,
+            "scales": list(self.scales),
+            "n_feats": self.n_feats,
+            "group": self.group,
+            "rgb_range": self.rgb_range,
+            "rgb_mean": list(self.rgb_mean),
+        }
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.entry(self.sub_mean(x * self.rgb_range))
+        cat, out = x, x
+        for block, fuse in zip((self.b1, self.b2, self.b3), (self.c1, self.c2, self.c3)):
+            cat = torch.cat([cat, block(out)], dim=1)
+            out = fuse(cat)
+        out = self.exit(self.upsample(out, self.scale))
+        return self.add_mean(out) / self.rgb_range
+
+
+class CARNM(CARN):
+    """CARN-M: shared efficient residual unit per block, grouped convolutions (group 4)."""
+
+    arch = "carn-m"
+    mobile = True
+
+    def __init__(self, scale: int = 4, scales=None, n_feats: int = 64, group: int = 4, rgb_range: float = 1.0,
+                 rgb_mean=DIV2K_RGB_MEAN):
+        super().__init__(scale, scales, n_feats, group, rgb_range, rgb_mean)
