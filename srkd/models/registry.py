@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -105,7 +106,8 @@ def parse_spec(spec: str) -> tuple[str, dict]:
     else:
         known = ", ".join(sorted(PRESETS)) + "; architectures: " + ", ".join(ARCHS)
         raise SrkdError(f"unknown model '{spec}'. Presets: {known}")
-    for item in filter(None, (p.strip() for p in rest.split(","))):
+    # Split on commas outside brackets so that list values such as scales=[2,3,4] survive.
+    for item in filter(None, (p.strip() for p in re.split(r",(?![^\[]*\])", rest))):
         key, eq, value = item.partition("=")
         if not eq:
             raise SrkdError(f"bad model option '{item}' in '{spec}': expected key=value")
