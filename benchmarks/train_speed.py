@@ -1,0 +1,121 @@
+"""Training speed: a plain fp32 eager loop against srkd's engine with its defaults.
+
+    SRKD_DATA=/path/to/shared/data python benchmarks/train_speed.py [--steps-plain 12] [--steps-srkd 30]
+        [--workers] [--json out.json]
+
+(a) "plain": what EDSR-PyTorch and BasicSR do -- fp32, NCHW, eager, Adam, L1, one optimiser
+    step per batch -- over the same model (EDSR-baseline x4), batch 16 and LR patch 48, fed by the
+    same in-memory patch sampler.
+(b) "srkd": ``srkd.train.train`` with its default configuration (bf16 autocast where the CPU has
+    it, channels_last, EMA, image-space convolutions in fp32, metrics logging), validation and
+    checkpoints pushed past the end of the run so that only training steps are timed.
+
+Both report steps per second after two warm-up steps; (b) also reports the share of step time
+spent assembling batches. ``--workers`` adds (b) with one background data thread, with and
+without giving it a core of its own (threads = cores - 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from srkd.data.patches import TrainingSet  # noqa: E402
+from srkd.models.registry import build_from_spec  # noqa: E402
+from srkd.train import config as C  # noqa: E402
+from srkd.train.engine import train  # noqa: E402
+from srkd.train.runs import read_metrics  # noqa: E402
+
+WARMUP = 2
+
+
+def data_sources() -> list[str]:
+    root = Path(os.environ.get("SRKD_DATA", ""))
+    t91 = root / "train" / "T91"
+    if not t91.is_dir():
+        sys.exit("set SRKD_DATA to the shared data folder (needs train/T91)")
+    return [str(t91)]
+
+
+def plain_loop(sources, steps: int, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    data = TrainingSet(sources, 4, 48, progress=False)
+    model = build_from_spec("edsr-baseline-x4")
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    times = []
+    for step in range(1, steps + 1):
+        t0 = time.perf_counter()
+        lr_np, hr_np = data.sample(0, step, 0, 16)
+        lr = torch.from_numpy(lr_np).permute(0, 3, 1, 2).float().div(255).contiguous()
+        hr = torch.from_numpy(hr_np).permute(0, 3, 1, 2).float().div(255).contiguous()
+        loss = torch.nn.functional.l1_loss(model(lr), hr)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    timed = times[WARMUP:]
+    return {"steps_per_second": len(timed) / sum(timed), "seconds_per_step": sum(timed) / len(timed)}
+
+
+def srkd_loop(sources, steps: int, workers: int = 0, threads: int = 0) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = C.TrainConfig()
+        cfg.data.sources = sources
+        cfg.data.workers = workers
+        cfg.train.threads = threads
+        cfg.train.steps = steps
+        cfg.val.sets = []
+        cfg.run.out = str(Path(tmp) / "run")
+        cfg.run.ckpt_every = steps + 1  # the end-of-run checkpoint falls outside the timed steps
+        result = train(cfg, progress=False)
+        recs = [r for r in read_metrics(Path(cfg.run.out) / "metrics.jsonl") if "loss" in r]
+    # per-step wall clock from the log, excluding warm-up steps
+    t = [r["time"] for r in recs]
+    sps = (len(t) - 1 - WARMUP) / (t[-1] - t[WARMUP])
+    return {"steps_per_second": sps, "seconds_per_step": 1 / sps, "data_fraction": result.data_fraction,
+            "precision": result.precision, "threads": threads or "auto", "workers": workers}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps-plain", type=int, default=12)
+    ap.add_argument("--steps-srkd", type=int, default=30)
+    ap.add_argument("--workers", action="store_true", help="also time one background data thread")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    sources = data_sources()
+    cores = len(os.sched_getaffinity(0))
+    out = {"cpu_cores": cores, "torch": torch.__version__, "model": "edsr-baseline-x4", "batch": 16, "lr_patch": 48}
+    print(f"{cores} cores, torch {torch.__version__}; EDSR-baseline x4, batch 16, LR patch 48")
+    out["plain_fp32"] = plain_loop(sources, args.steps_plain, cores)
+    print(f"(a) plain fp32 eager : {out['plain_fp32']['steps_per_second']:.3f} steps/s "
+          f"({out['plain_fp32']['seconds_per_step']:.2f} s/step)")
+    out["srkd_default"] = srkd_loop(sources, args.steps_srkd)
+    s = out["srkd_default"]
+    print(f"(b) srkd defaults    : {s['steps_per_second']:.3f} steps/s ({s['seconds_per_step']:.2f} s/step, "
+          f"{s['precision']}), data loading {100 * s['data_fraction']:.2f}% of step time")
+    out["speedup"] = s["steps_per_second"] / out["plain_fp32"]["steps_per_second"]
+    print(f"speed-up (b)/(a)     : {out['speedup']:.2f}x")
+    if args.workers:
+        for threads in (cores, max(cores - 1, 1)):
+            key = f"srkd_worker1_threads{threads}"
+            out[key] = srkd_loop(sources, args.steps_srkd, workers=1, threads=threads)
+            r = out[key]
+            print(f"    1 data thread, {threads} torch threads: {r['steps_per_second']:.3f} steps/s, "
+                  f"data {100 * r['data_fraction']:.2f}% of step time")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
