@@ -154,19 +154,6 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
 # ----------------------------------------------------------------------------- precision
 
 
-def fastest_precision(device: torch.device) -> str:
-    """The fastest inference precision for a frozen network on ``device``."""
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "cpu":
-        try:
-            if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
-                return "bf16"
-        except AttributeError:
-            pass
-    return "fp32"
-
-
 def autocast_context(device: torch.device, precision: str):
     if precision == "fp32":
         return torch.autocast(device.type, enabled=False)
@@ -312,6 +299,9 @@ class Distiller(nn.Module):
             raise SrkdError(f"teacher precision must be one of {', '.join(PRECISIONS)}, got '{teacher_precision}'")
         self.params = params
         self.teacher_precision = teacher_precision
+        self.engine = None
+        # Set by the caller that loaded the teacher; recorded in the exported student's provenance.
+        self.teacher_info: dict = {}
         self.student = student
         self.adapters = nn.ModuleDict()
         self.taps: list[TapPair] = []
@@ -363,6 +353,10 @@ class Distiller(nn.Module):
     def on_step_end(self, step: int) -> None:
         """Called by the engine after each optimiser step (EMA-like updates of extra models)."""
 
+    def bind_engine(self, state) -> None:
+        """The engine hands over its live state (step, EMA model, device, precision)."""
+        self.engine = state
+
     def log_values(self) -> dict[str, float]:
         """Extra scalars of the last step worth logging (not losses), e.g. FACD's mask rate."""
         return {}
@@ -387,10 +381,13 @@ class Distiller(nn.Module):
         """Teacher forward without gradients in the fastest precision; outputs in float32."""
         if self.trains_teacher:
             return self._teacher_forward(lr)
-        precision = self.teacher_precision
-        if precision == "auto":
-            precision = fastest_precision(lr.device)
-        with torch.no_grad(), autocast_context(lr.device, precision):
+        from ..infer import resolve_precision
+        from ..train.engine import image_convs_fp32
+
+        precision = resolve_precision(self.teacher_precision, lr.device)
+        # As for the student in the engine: the convolutions that read and write the image stay
+        # in fp32, or bf16 would round the teacher's SR target to about one 8-bit level.
+        with torch.no_grad(), autocast_context(lr.device, precision), image_convs_fp32(self.teacher, precision != "fp32"):
             out = self._teacher_forward(lr)
         return Outputs(out.sr.float(), [f.float() for f in out.feats])
 
@@ -475,6 +472,10 @@ class Distiller(nn.Module):
     def describe(self) -> dict:
         """JSON-able provenance of the method: name, hyper-parameters and resolved taps."""
         d = {"method": self.name, "params": self.params.to_dict()}
+        if self.uses_teacher:
+            d["teacher_precision"] = self.teacher_precision
+        if self.teacher_info:
+            d["teacher"] = dict(self.teacher_info)
         if self.taps:
             d["taps"] = [dataclasses.asdict(t) for t in self.taps]
         return d
