@@ -113,6 +113,8 @@ class MethodConfig:
     name: str = "scratch"
     teacher: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    teacher_precision: str = "auto"  # precision of the frozen teacher's no-grad forward (auto: fastest)
+    init: str | None = None  # student weights to start from (a model file) instead of random init
 
 
 @dataclass
@@ -322,6 +324,7 @@ def validate(cfg: TrainConfig) -> None:
     _need(r.ckpt_every >= 1, f"run.ckpt_every must be at least 1, got {r.ckpt_every}")
     _need(r.keep >= 1, f"run.keep must be at least 1, got {r.keep}")
     _need(bool(cfg.method.name), "method.name is empty")
+    _choice(cfg.method.teacher_precision, PRECISIONS, "method.teacher_precision")
 
 
 def resolve_paths(cfg: TrainConfig) -> TrainConfig:
