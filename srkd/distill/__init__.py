@@ -11,6 +11,7 @@ from torch import nn
 from ..errors import SrkdError
 from .at import AT
 from .base import Distiller, Outputs, Params, TapPair, method_doc
+from .dukd import DUKD
 from .facd import FACD
 from .fakd import FAKD
 from .fitnet import FitNet
@@ -24,6 +25,7 @@ METHODS: dict[str, type[Distiller]] = {
     "at": AT,
     "fakd": FAKD,
     "facd": FACD,
+    "dukd": DUKD,
 }
 
 

@@ -580,17 +580,27 @@ def _train(cfg, method_factory, overwrite, resume, progress, console, d: Dist, w
                 if hasattr(method, "on_step_start"):
                     method.on_step_start(step - 1)
                 optimizer.zero_grad(set_to_none=True)
-                with autocast:
-                    terms = net(lr_t, hr_t)
-                if not terms:
-                    raise TypeError("the method returned no loss terms")
-                loss = sum(v.float() for v in terms.values())
-                scaler.scale(loss).backward()
-                if cfg.optim.clip_grad > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad)
-                scaler.step(optimizer)
-                scaler.update()
+                # A method may ask for several optimiser steps per batch (DUKD's official two:
+                # forward(..., phase=k) gives step k's terms; carry_grad keeps step k's gradient
+                # in step k+1, as the official code never zeroes it in between).
+                phases = int(getattr(method, "steps_per_batch", 1))
+                terms, loss = {}, 0.0
+                for phase in range(phases):
+                    with autocast:
+                        part = net(lr_t, hr_t) if phases == 1 else net(lr_t, hr_t, phase=phase)
+                    if not part:
+                        raise TypeError("the method returned no loss terms")
+                    part_loss = sum(v.float() for v in part.values())
+                    scaler.scale(part_loss).backward()
+                    if cfg.optim.clip_grad > 0:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    if phase + 1 < phases and not getattr(method, "carry_grad", False):
+                        optimizer.zero_grad(set_to_none=True)
+                    terms.update(part)
+                    loss = loss + part_loss
                 if ema is not None:
                     ema.update(student)
                 state.step = step
