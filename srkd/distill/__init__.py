@@ -10,6 +10,7 @@ from torch import nn
 
 from ..errors import SrkdError
 from .at import AT
+from .csd import CSD
 from .base import Distiller, Outputs, Params, TapPair, method_doc
 from .dukd import DUKD
 from .facd import FACD
@@ -25,6 +26,7 @@ METHODS: dict[str, type[Distiller]] = {
     "at": AT,
     "fakd": FAKD,
     "facd": FACD,
+    "csd": CSD,
     "dukd": DUKD,
 }
 
