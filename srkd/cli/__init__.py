@@ -13,7 +13,7 @@ import typer
 
 from ..errors import SrkdError
 
-COMMAND_MODULES = ("models", "convert", "eval", "data", "upscale", "train", "compress")
+COMMAND_MODULES = ("models", "convert", "eval", "data", "upscale", "train", "compress", "distill")
 
 
 def build_app() -> typer.Typer:
@@ -39,7 +39,8 @@ def build_app() -> typer.Typer:
 def main(argv: list[str] | None = None) -> int:
     app = build_app()
     try:
-        app(args=argv, standalone_mode=False, prog_name="srkd")
+        # without standalone mode click returns a command's typer.Exit code instead of raising it
+        code = app(args=argv, standalone_mode=False, prog_name="srkd")
     except SrkdError as exc:
         print(f"srkd: error: {exc}", file=sys.stderr)
         return _exit(2, argv)
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             print("srkd: aborted", file=sys.stderr)
             return _exit(1, argv)
         raise
-    return _exit(0, argv)
+    return _exit(code if isinstance(code, int) else 0, argv)
 
 
 def _exit(code: int, argv) -> int:
