@@ -90,9 +90,9 @@ def downscale_uint8(hr: np.ndarray, scale: int) -> np.ndarray:
 
     ``hr`` should already be modcropped; reproduces the benchmark LR PNGs bit for bit.
     """
-    if hr.dtype != np.uint8:
-        raise TypeError(f"downscale_uint8 expects uint8, got {hr.dtype}")
-    t = torch.from_numpy(np.ascontiguousarray(hr)).to(torch.float64)
+    if hr.dtype != np.uint8 or hr.ndim not in (2, 3):
+        raise TypeError(f"downscale_uint8 expects a uint8 HxW or HxWxC array, got {hr.dtype} {hr.shape}")
+    t = torch.from_numpy(hr.astype(np.float64))  # a copy: decoded images are often read-only
     t = t.permute(2, 0, 1) if t.ndim == 3 else t
     out = imresize(t, 1.0 / scale, round_between=True)
     out = out.permute(1, 2, 0) if out.ndim == 3 else out
