@@ -305,7 +305,6 @@ def _seconds_per_image(model, device, precision: str, repeats: int = 3) -> float
 def compare(job: Job, student_path, console=None) -> dict:
     """Teacher vs student: parameters, multiply-adds, measured speed, validation PSNR/SSIM."""
     from ..complexity import count_params
-    from ..evaluate import evaluate
     from ..infer import resolve_device
     from ..io.checkpoint import load_model_file
 
@@ -323,6 +322,8 @@ def compare(job: Job, student_path, console=None) -> dict:
             "val": {},
         }
         if cfg.val.sets:
+            from ..evaluate import evaluate
+
             for r in evaluate(model, datasets=list(cfg.val.sets), scale=model.scale, data_root=cfg.val.data_root,
                               device=str(device), precision=precision, progress=False):
                 rows[role]["val"][r.dataset] = {"psnr": r.psnr, "ssim": r.ssim, "images": r.n_images}
@@ -347,7 +348,6 @@ def _print_comparison(console, job: Job, c: dict) -> None:
     table.add_column("teacher", justify="right")
     table.add_column("student", justify="right")
     table.add_column("student / teacher", justify="right")
-    table.add_row("network", f"{job.teacher.arch} {_short(job.teacher)}", f"{job.cfg.model.arch}", "")
     table.add_row("parameters", f"{t['params'] / 1e6:.3f} M", f"{s['params'] / 1e6:.3f} M", f"{c['params_ratio']:.2f}x")
     table.add_row(f"multiply-adds (720p output)", f"{t['macs'] / 1e9:.1f} G", f"{s['macs'] / 1e9:.1f} G", f"{c['macs_ratio']:.2f}x")
     tm = c["timing"]
@@ -358,6 +358,8 @@ def _print_comparison(console, job: Job, c: dict) -> None:
         if sv:
             table.add_row(f"{name} PSNR / SSIM (Y)", f"{tv['psnr']:.2f} dB / {tv['ssim']:.4f}",
                           f"{sv['psnr']:.2f} dB / {sv['ssim']:.4f}", f"{sv['psnr'] - tv['psnr']:+.2f} dB")
+    console.print(f"teacher: {job.teacher.arch} ({_short(job.teacher)}) from {job.teacher_ref}")
+    console.print(f"student: {job.cfg.model.arch} at x{scale}, method {job.cfg.method.name}")
     console.print(table)
 
 
