@@ -178,9 +178,6 @@ def _resolve_teacher(ref: str | None):
             raise SrkdError(f"the bundled demo teacher ({DEMO_TEACHER.name}) is not installed; pass --teacher: a .safetensors "
                             "file, a preset with official weights (edsr-baseline-x4) or hf://owner/repo")
         ref = str(DEMO_TEACHER)
-    elif ref == "default":
-        raise SrkdError("--teacher default would be the bundled CARN-M deployment model; omit --teacher for the demo "
-                        "teacher or give a file, preset or hf:// reference")
     local = Path(ref).expanduser()
     if local.exists():
         ref = str(local.resolve())  # a resumed run from another folder must see the same reference
@@ -247,6 +244,8 @@ def prepare(options: dict, config_file, sets, resume: bool, *, method=None, teac
         cfg.run.out = f"runs/distill-{cls.name}-x{s_scale}"
     cfg.method.name = cls.name
     cfg.method.teacher = teacher_ref
+    # The teacher's hash is part of the run's identity: resuming against a changed file is refused.
+    cfg.method.teacher_sha256 = teacher_hash
     cfg.method.params = params
     if teacher_precision is not None:
         cfg.method.teacher_precision = teacher_precision

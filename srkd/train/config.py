@@ -115,6 +115,7 @@ class MethodConfig:
     params: dict[str, Any] = field(default_factory=dict)
     teacher_precision: str = "auto"  # precision of the frozen teacher's no-grad forward (auto: fastest)
     init: str | None = None  # student weights to start from (a model file) instead of random init
+    teacher_sha256: str = ""  # sha256 of the teacher file (set by srkd distill; part of the run's identity)
 
 
 @dataclass
