@@ -11,6 +11,7 @@ from torch import nn
 from ..errors import SrkdError
 from .at import AT
 from .csd import CSD
+from .dckd import DCKD
 from .base import Distiller, Outputs, Params, TapPair, method_doc
 from .dukd import DUKD
 from .facd import FACD
@@ -28,6 +29,7 @@ METHODS: dict[str, type[Distiller]] = {
     "facd": FACD,
     "csd": CSD,
     "dukd": DUKD,
+    "dckd": DCKD,
 }
 
 

@@ -533,6 +533,11 @@ def load_vqgan(ref: str | None, input_range: str = "01", cfg: VQGANConfig = F16_
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = VQGANEncoder(SMALL if ref == "random-small" else cfg, input_range, source=ref)
+            # Codes at the latent's scale, so that soft assignments are not all uniform (taming's
+            # +-1/K init assumes the codebook is then trained).
+            with torch.no_grad():
+                z = model.latent(torch.rand(2, 3, 64, 64))
+                model.quantize.embedding.weight.normal_().mul_(z.std()).add_(z.mean())
     else:
         path = _resolve(ref)
         state = read_vqgan_state(path, cfg)
