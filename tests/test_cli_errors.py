@@ -74,9 +74,11 @@ def test_non_image_and_unreadable_image_in_dataset(tmp_path, tiny_model):
     _one_line_error(*run_cli("eval", str(tiny_model), "--hr", str(hr), "--json", str(tmp_path / "r.json")), "broken.png")
     assert not (tmp_path / "r.json").exists()
     (hr / "broken.png").unlink()
-    (hr / "notes.bin").write_bytes(b"hello")
     (hr / "fake.jpg").write_text("this is not a jpeg")
     _one_line_error(*run_cli("eval", str(tiny_model), "--hr", str(hr)), "fake.jpg")
+    (hr / "fake.jpg").unlink()
+    (hr / "notes.bin").write_bytes(b"hello")
+    _one_line_error(*run_cli("eval", str(tiny_model), "--hr", str(hr)), "notes.bin is not an image")
 
 
 def test_existing_output_needs_overwrite(tmp_path, tiny_model):

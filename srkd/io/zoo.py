@@ -77,8 +77,9 @@ def offline() -> bool:
     return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("SRKD_OFFLINE", "HF_HUB_OFFLINE"))
 
 
-def mirrored(url: str) -> str:
-    mirror = os.environ.get("SRKD_ZOO_MIRROR")
+def mirrored(url: str, env: str = "SRKD_ZOO_MIRROR") -> str:
+    """``url`` with its scheme and host replaced by ``$env`` when that is set (mirrors, tests)."""
+    mirror = os.environ.get(env)
     if not mirror:
         return url
     parts = urlsplit(url)
