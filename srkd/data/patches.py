@@ -141,22 +141,11 @@ def discover(source: str | os.PathLike, scale: int) -> list[PairSpec]:
 
 
 def decode_image(data: bytes, name: str) -> np.ndarray:
-    """Encoded bytes -> uint8 H x W x 3 RGB (grey is replicated, alpha dropped, 16-bit rounded)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    """Encoded bytes -> uint8 H x W x 3 RGB, as the benchmarks read images (grey replicated,
+    alpha dropped, 16-bit rounded to 8, EXIF orientation applied)."""
+    from ..io.images import decode_image as decode, to_rgb_uint8
 
-    try:
-        im = Image.open(io.BytesIO(data))
-        im.load()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise SrkdError(f"cannot read image {name}: {exc}") from None
-    im = ImageOps.exif_transpose(im)
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(im).astype(np.float64)
-        arr = np.clip(np.round(arr * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
-        return np.repeat(arr[..., None], 3, axis=2)
-    if im.mode != "RGB":
-        im = im.convert("RGB")
-    return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
+    return to_rgb_uint8(decode(data, name))
 
 
 def _read(path: Path) -> bytes:

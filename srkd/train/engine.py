@@ -416,6 +416,8 @@ def train(
     cfg = C.resolve_paths(copy.deepcopy(cfg))
     if not cfg.run.out:
         raise SrkdError("no run folder: give --out DIR")
+    with torch.device("meta"):  # a bad --arch fails now, not after the data has been loaded
+        build_student(cfg.model)
     console = console or Console()
     wall0 = time.perf_counter()
     d = setup_distributed(cfg.train.device)
@@ -551,8 +553,14 @@ def _train(cfg, method_factory, overwrite, resume, progress, console, d: Dist, w
     if d.active:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
+        import inspect
+
+        # no buffer broadcast each forward: the models have no running statistics, and a frozen
+        # teacher's buffers are identical on every rank already
+        sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
+                else {"broadcast_buffers": False})
         net = DDP(method, device_ids=[device.index] if device.type == "cuda" else None,
-                  broadcast_buffers=False, find_unused_parameters=len(trainable) > 1)
+                  find_unused_parameters=len(trainable) > 1, **sync)
 
     batches = Batches(dataset, seed, d.rank, cfg.data.batch, cfg.data.augment, start + 1, cfg.data.workers)
     display = _Display(console, total, start, show)
