@@ -647,7 +647,7 @@ def _train(cfg, method_factory, overwrite, resume, progress, console, d: Dist, w
                 validate = bool(cfg.val.sets) and (step % cfg.val.every == 0 or step == total)
                 improved = False
                 if validate and d.main:
-                    val_last = _validate(cfg, ema.module if ema else student, device)
+                    val_last = _validate(cfg, _eval_view(method, ema.module if ema else student), device)
                     first = next(iter(val_last))
                     score = val_last[first]["psnr"]
                     rec = {"kind": "val", "step": step, **{f"{k}_psnr": v["psnr"] for k, v in val_last.items()},
@@ -693,6 +693,12 @@ def _read_json(path: Path) -> dict:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return {}
+
+
+def _eval_view(method, model: nn.Module) -> nn.Module:
+    """The network validation scores: the method's view of the trained model (CSD: its student slice)."""
+    view = getattr(method, "eval_model", None)
+    return view(model) if view is not None else model
 
 
 def _validate(cfg: C.TrainConfig, model: nn.Module, device: torch.device) -> dict:
@@ -789,7 +795,11 @@ def _finish(cfg, run: RunDir, method, student, ema, dataset, d: Dist, log, best,
             "run": str(run.path),
             "config_fingerprint": C.fingerprint(cfg),
         }
-        model_path = save_model(final, run.model_path, provenance=provenance, overwrite=True)
+        exported = final
+        if hasattr(method, "export_model"):
+            # e.g. CSD: the trained network is shared by two widths; the export is the student slice
+            exported = method.export_model(final, run.path, provenance)
+        model_path = save_model(exported, run.model_path, provenance=provenance, overwrite=True)
     sps = steps_run / step_time if step_time > 0 else 0.0
     result = TrainResult(
         run_dir=run.path, model_path=model_path, step=step, steps=cfg.train.steps, seconds=elapsed,
