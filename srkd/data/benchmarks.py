@@ -9,8 +9,10 @@ Layouts accepted under a data root (``data_root`` argument, else ``$SRKD_DATA``,
 * DIV2K validation: ``DIV2K/DIV2K_valid_HR`` (+ ``DIV2K_valid_LR_bicubic/X<s>/0801x<s>.png``).
 
 Official LR files are used when present; otherwise LR is made from the modcropped HR with the
-MATLAB-exact downscaler and cached on disk (keyed by the HR file's size and mtime). HR is cropped
-top-left to LR x scale, never resized.
+MATLAB-exact downscaler and cached on disk under ``$SRKD_CACHE/lr`` (keyed by the HR file's
+content). HR is cropped top-left to LR x scale, never resized. Grayscale images are replicated to
+RGB (EDSR-PyTorch's ``set_channel``). Folder names: Set5, Set14, B100 (or BSDS100/BSD100),
+Urban100, Manga109.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import SrkdError
-from ..io.images import is_image_path, read_rgb_uint8, write_image
+from ..io.images import decode_image, is_image_path, read_rgb_uint8, to_rgb_uint8, write_image
 from .resize import downscale_uint8, modcrop
 
 # name -> folder names it may have on disk
@@ -36,6 +38,8 @@ DATASETS: dict[str, tuple[str, ...]] = {
     "manga109": ("Manga109",),
     "div2k-val": ("DIV2K",),
 }
+LR_VERSION = "matlab-bicubic-v1"  # bump if the downscaler ever changes, to retire cached LR files
+ALIASES = {"bsd100": "b100", "bsds100": "b100", "div2k": "div2k-val", "div2k_val": "div2k-val"}
 # Files that may sit beside images in a dataset folder (B100's names.tsv, READMEs, thumbnails).
 METADATA_EXTS = {".txt", ".md", ".tsv", ".csv", ".json", ".yaml", ".yml", ".mat", ".db", ".ini"}
 
@@ -94,10 +98,10 @@ class Benchmark:
                     return p
         raise SrkdError(f"{self.name}: no LR image for {hr.name} in {self.lr_dir} (expected {candidates[0]}{hr.suffix})")
 
-    def _cached_lr(self, hr_path: Path, hr: np.ndarray) -> np.ndarray:
-        st = hr_path.stat()
-        key = hashlib.sha1(f"{hr_path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
-        cached = cache_root() / "lr" / self.name.lower() / f"X{self.scale}" / f"{hr_path.stem}-{key}.png"
+    def _cached_lr(self, stem: str, digest: str, hr: np.ndarray) -> np.ndarray:
+        # Keyed by the HR file's content (and the downscaler's version), so an edited or replaced
+        # HR file never gets a stale LR, whatever its size and timestamp.
+        cached = cache_root() / "lr" / self.name.lower() / f"X{self.scale}" / f"{stem}-{digest[:16]}.png"
         if cached.is_file():
             try:
                 return read_rgb_uint8(cached)
@@ -106,15 +110,23 @@ class Benchmark:
         lr = downscale_uint8(modcrop(hr, self.scale), self.scale)
         try:
             write_image(cached, lr, overwrite=True)
-        except OSError:
+        except (OSError, SrkdError):
             pass  # a read-only cache only costs the downscale next time
         return lr
 
     def __iter__(self) -> Iterator[Sample]:
         s = self.scale
         for hr_path in self.hr_files:
-            hr = read_rgb_uint8(hr_path)
-            lr = read_rgb_uint8(self._lr_path(hr_path)) if self.lr_dir is not None else self._cached_lr(hr_path, hr)
+            try:
+                data = hr_path.read_bytes()
+            except OSError as exc:
+                raise SrkdError(f"cannot read image {hr_path}: {exc.strerror or exc}") from None
+            hr = to_rgb_uint8(decode_image(data, hr_path))
+            if self.lr_dir is not None:
+                lr = read_rgb_uint8(self._lr_path(hr_path))
+            else:
+                digest = hashlib.sha256(data + LR_VERSION.encode()).hexdigest()
+                lr = self._cached_lr(hr_path.stem, digest, hr)
             lh, lw = lr.shape[:2]
             if not (0 <= hr.shape[0] - lh * s < s and 0 <= hr.shape[1] - lw * s < s):
                 raise SrkdError(
@@ -138,8 +150,20 @@ def _find_named(name: str, root: Path) -> tuple[Path, Path | None, str] | None:
     return None
 
 
+def _check_scale(scale) -> int:
+    if isinstance(scale, bool) or int(scale) != scale or scale < 1:
+        raise SrkdError(f"scale must be a positive integer, got {scale}")
+    return int(scale)
+
+
+def _has_images(folder: Path) -> bool:
+    return folder.is_dir() and any(is_image_path(p) and not p.name.startswith(".") for p in folder.iterdir())
+
+
 def open_benchmark(name: str, scale: int, data_root_dir=None) -> Benchmark:
-    key = name.lower()
+    """A named test set at ``scale``: set5, set14, b100, urban100, manga109 or div2k-val."""
+    scale = _check_scale(scale)
+    key = ALIASES.get(name.lower(), name.lower())
     if key not in DATASETS:
         raise SrkdError(f"unknown dataset '{name}' (known: {', '.join(DATASETS)}; or use --hr DIR for a folder)")
     root = data_root(data_root_dir)
@@ -153,11 +177,13 @@ def open_benchmark(name: str, scale: int, data_root_dir=None) -> Benchmark:
     hr_dir, lr_root, template = found
     lr_dir = lr_root / f"X{scale}"
     display = DATASETS[key][0] if key != "div2k-val" else "DIV2K-val"
-    return Benchmark(display, scale, list_images(hr_dir), lr_dir if lr_dir.is_dir() else None, template)
+    # An LR folder without images (e.g. an unpacked archive's empty X8) means "make LR here".
+    return Benchmark(display, scale, list_images(hr_dir), lr_dir if _has_images(lr_dir) else None, template)
 
 
 def folder_benchmark(hr_dir, scale: int, lr_dir=None, name: str | None = None) -> Benchmark:
     """Any folder of HR images (LR made with MATLAB bicubic), or paired HR/LR folders."""
+    scale = _check_scale(scale)
     hr_dir = Path(hr_dir)
     if not hr_dir.is_dir():
         raise SrkdError(f"HR folder not found: {hr_dir}")
