@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+_ROOT_HELP = "Data root (default: $SRKD_DATA, else $SRKD_CACHE/data, i.e. ~/.cache/srkd/data)."
+
 
 def register(app: typer.Typer) -> None:
     data = typer.Typer(help="Download and list benchmark datasets.", no_args_is_help=True)
@@ -13,31 +15,39 @@ def register(app: typer.Typer) -> None:
 
     @data.command("download")
     def download(
-        names: list[str] = typer.Argument(..., help="set5, set14, b100, urban100 (manga109 and div2k-val: manual)."),
-        data_root: Path = typer.Option(None, help="Data root (default: $SRKD_DATA, else ~/.cache/srkd/data)."),
+        names: list[str] = typer.Argument(..., help="set5, set14, b100, urban100 or all (manga109, div2k-val: manual)."),
+        data_root: Path = typer.Option(None, help=_ROOT_HELP),
     ) -> None:
-        """Download benchmark HR images (and Set5's official LR) with sha256 verification."""
+        """Download benchmark HR images (and Set5's official LR) from pinned sources, sha256-verified."""
         from rich.console import Console
 
-        from ..data.download import download_dataset
+        from ..data.download import download_dataset, resolve_names
 
         console = Console()
-        for name in names:
-            rep = download_dataset(name, data_root)
+        for key in resolve_names(names):  # unknown names fail before anything is fetched
+            rep = download_dataset(key, data_root)
             console.print(f"{rep.dataset}: {rep.downloaded} downloaded, {rep.present} already present -> {rep.folder}")
 
     @data.command("list")
-    def list_(data_root: Path = typer.Option(None, help="Data root (default: $SRKD_DATA, else ~/.cache/srkd/data).")) -> None:
-        """Show which benchmark datasets are found under the data root."""
+    def list_(data_root: Path = typer.Option(None, help=_ROOT_HELP)) -> None:
+        """Show each named dataset: whether it is found under the data root, its image count, where."""
         from rich.console import Console
         from rich.table import Table
 
         from ..data.benchmarks import data_root as resolve
-        from ..data.download import dataset_status
+        from ..data.download import MANUAL, dataset_status
 
+        console = Console()
         table = Table(title=f"datasets under {resolve(data_root)}")
-        for col in ("dataset", "images", "HR folder"):
-            table.add_column(col)
+        for col in ("dataset", "found", "images", "HR folder"):
+            table.add_column(col, overflow="fold")
+        missing = []
         for name, folder, count in dataset_status(data_root):
-            table.add_row(name, str(count) if count >= 0 else "error", folder)
-        Console().print(table)
+            found = "yes" if folder != "-" else ("no (manual)" if name in MANUAL else "no")
+            images = "-" if folder == "-" else (str(count) if count >= 0 else "non-image file")
+            table.add_row(name, found, images, folder)
+            if folder == "-" and name not in MANUAL:
+                missing.append(name)
+        console.print(table)
+        if missing:
+            console.print(f"get the missing ones with: srkd data download {' '.join(missing)}", soft_wrap=True)
