@@ -13,7 +13,6 @@ multiply-adds, inference time and benchmark PSNR of both widths.
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -84,7 +83,7 @@ def init_from_teacher_slice(student: nn.Module, teacher: nn.Module) -> dict:
     if diff:
         detail = ", ".join(f"{k}: student {a} vs slice {b}" for k, (a, b) in sorted(diff.items()))
         spec = ",".join(f"{k}={json.dumps(_norm(v), separators=(',', ':'))}" for k, v in expected.items()
-                        if k not in ("rgb_mean", "rgb_range", "scales"))
+                        if k not in ("rgb_mean", "rgb_range", "scales", "scale"))
         raise SrkdError(
             f"--init teacher-slice: the student is not the teacher's {width:g}-width slice ({detail}); "
             f"use a student such as {teacher.arch}:{spec}"
@@ -107,6 +106,18 @@ def init_from_teacher_slice(student: nn.Module, teacher: nn.Module) -> dict:
 
 def _norm(v):
     return list(v) if isinstance(v, tuple) else v
+
+
+def model_spec(model: nn.Module, with_scale: bool = False) -> str:
+    """``arch:key=value,...`` that rebuilds ``model``'s architecture (its full configuration).
+
+    Every setting is written out: the training engine reads a bare family name at a scale as
+    the preset of that name (``edsr`` at x4 is the 32-block, 256-feature EDSR), so nothing may
+    be left to defaults.
+    """
+    items = [f"{key}={json.dumps(_norm(value), separators=(',', ':'))}" for key, value in model.config().items()
+             if with_scale or key != "scale"]
+    return model.arch + ":" + ",".join(items)
 
 
 # ----------------------------------------------------------------------------- measurement
@@ -132,7 +143,10 @@ def measure_seconds(
     device: str | torch.device = "cpu",
     warmup: int = 1,
 ) -> float:
-    """Median wall time of one forward of a 1x3xHxW input (channels_last, autocast for bf16/fp16)."""
+    """Best wall time over ``repeats`` forwards of a 1x3xHxW input (channels_last, autocast for bf16/fp16).
+
+    The minimum, as ``timeit`` recommends: other load on the machine only ever adds time.
+    """
     if precision not in ("fp32", "bf16", "fp16"):
         raise SrkdError(f"precision must be fp32, bf16 or fp16, got '{precision}'")
     if repeats < 1:
@@ -154,7 +168,7 @@ def measure_seconds(
         _sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return min(times)
 
 
 def _sync(device: torch.device) -> None:
@@ -243,17 +257,14 @@ def compression_report(
 
 
 def width_from_provenance(metadata: dict) -> float | None:
-    """The student width recorded by a CSD run in a model file's provenance, if any."""
+    """The student width a CSD run recorded in its shared model's provenance (``slim_width``), if any.
+
+    Only the shared two-width network carries it; the exported student (already cut) does not,
+    so compressing that one again needs an explicit ``--width``.
+    """
     try:
         prov = json.loads(metadata.get("provenance", "{}"))
     except json.JSONDecodeError:
         return None
-    if not isinstance(prov, dict):
-        return None
-    for key in ("slim_width", "csd_width"):
-        if isinstance(prov.get(key), (int, float)):
-            return float(prov[key])
-    params = prov.get("params") if prov.get("method") == "csd" else None
-    if isinstance(params, dict) and isinstance(params.get("width"), (int, float)):
-        return float(params["width"])
-    return None
+    width = prov.get("slim_width") if isinstance(prov, dict) else None
+    return float(width) if isinstance(width, (int, float)) and not isinstance(width, bool) else None

@@ -31,7 +31,7 @@ def _teacher(spec="edsr:n_feats=32,n_resblocks=2,scale=4", seed=0):
 @pytest.fixture
 def teacher_file(tmp_path):
     path = tmp_path / "teacher.safetensors"
-    save_model(_teacher(), path, provenance={"method": "csd", "params": {"width": 0.25}})
+    save_model(_teacher(), path, provenance={"method": {"method": "csd"}, "slim_width": 0.25})
     return path
 
 
@@ -42,7 +42,7 @@ def test_cli_compress_writes_a_plain_student(tmp_path, teacher_file):
     assert code == 0, stderr
     loaded = load_model_file(out)
     assert loaded.model.arch == "edsr" and loaded.model.n_feats == 16
-    assert loaded.provenance["width"] == 0.5 and loaded.provenance["source_provenance"]["method"] == "csd"
+    assert loaded.provenance["width"] == 0.5 and loaded.provenance["source_provenance"]["slim_width"] == 0.25
     teacher = load_model_file(teacher_file).model
     x = torch.rand(1, 3, 8, 8)
     with torch.no_grad():
@@ -69,8 +69,8 @@ def test_compressed_student_is_accepted_by_eval(tmp_path, teacher_file):
                                    "--repeats", "0", "--dataset", "set5", "--json", str(report))
     assert code == 0, stderr
     data = json.loads(report.read_text())
-    assert set(data["teacher"]["psnr"]) == set(data["student"]["psnr"]) == {"set5"}
-    assert 5 < data["student"]["psnr"]["set5"] < 60
+    assert set(data["teacher"]["psnr"]) == set(data["student"]["psnr"]) == {"Set5"}
+    assert 5 < data["student"]["psnr"]["Set5"] < 60
     code, stdout, stderr = run_cli("eval", str(out), "--dataset", "set5")
     assert code == 0, stderr
     assert "set5" in stdout.lower()
@@ -142,7 +142,8 @@ def test_report_counts_and_meta_macs():
 
 
 def test_width_from_provenance():
-    assert width_from_provenance({"provenance": json.dumps({"method": "csd", "params": {"width": 0.5}})}) == 0.5
     assert width_from_provenance({"provenance": json.dumps({"slim_width": 0.25})}) == 0.25
-    assert width_from_provenance({"provenance": json.dumps({"method": "kd", "params": {"width": 0.5}})}) is None
+    # an exported CSD student describes its method but is already cut: no default width
+    student_prov = {"method": {"method": "csd", "params": {"width": 0.5}}}
+    assert width_from_provenance({"provenance": json.dumps(student_prov)}) is None
     assert width_from_provenance({}) is None

@@ -170,3 +170,87 @@ def test_vgg_layout_matches_torchvision_indices():
 def test_bicubic_negatives_have_the_hr_size():
     lr = torch.rand(2, 3, 5, 7)
     assert bicubic_up(lr, 3).shape == (2, 3, 15, 21)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def _small_teacher(tmp_path):
+    from srkd.io.checkpoint import save_model
+
+    torch.manual_seed(0)
+    path = tmp_path / "teacher.safetensors"
+    save_model(build_from_spec("edsr:n_feats=16,n_resblocks=2,scale=2"), path)
+    return path
+
+
+def test_distill_csd_end_to_end_exports_a_plain_student(tmp_path):
+    import json
+
+    from conftest import run_cli
+
+    from srkd.io.checkpoint import load_model_file
+    from srkd.slim import slim_forward
+
+    teacher = _small_teacher(tmp_path)
+    out = tmp_path / "run"
+    # real images: the bundled T91 subset (the default --data)
+    code, _, stderr = run_cli("distill", "--method", "csd", "--teacher", str(teacher), "--steps", "2", "--batch", "3",
+                              "--patch", "12", "--val", "set5", "--ema", "0", "--threads", "1", "--out", str(out),
+                              "--set", "vgg_weights=random", "--set", "width=0.5", "--set", "neg_num=2", "--quiet")
+    assert code == 0, stderr
+    student = load_model_file(out / "model.safetensors")
+    assert student.model.arch == "edsr" and student.model.n_feats == 8
+    shared = load_model_file(out / "model_shared.safetensors")
+    assert shared.model.n_feats == 16 and shared.provenance["slim_width"] == 0.5
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        assert (student.model(x) - slim_forward(shared.model, x, 0.5)).abs().max().item() < 1e-5
+        original = load_model_file(teacher).model
+        assert (shared.model(x) - original(x)).abs().max().item() > 0  # the teacher branch was trained too
+    # validation scored the student, which is what was exported
+    summary = json.loads((out / "summary.json").read_text())
+    code, stdout, stderr = run_cli("eval", str(out / "model.safetensors"), "--dataset", "set5", "--json",
+                                   str(tmp_path / "eval.json"))
+    assert code == 0, stderr
+    scored = json.loads((tmp_path / "eval.json").read_text())["results"][0]["psnr"]
+    assert scored == pytest.approx(summary["val"]["set5"]["psnr"], abs=1e-6)
+    # the shared model remembers its width for srkd compress
+    code, _, stderr = run_cli("compress", str(out / "model_shared.safetensors"), "-o", str(tmp_path / "again.safetensors"),
+                              "--no-eval", "--repeats", "0")
+    assert code == 0, stderr
+    assert load_model_file(tmp_path / "again.safetensors").model.n_feats == 8
+
+
+def test_distill_init_teacher_slice(tmp_path):
+    from conftest import run_cli
+
+    from srkd.io.checkpoint import load_model_file
+    from srkd.slim import slim_forward
+
+    teacher = _small_teacher(tmp_path)
+    out = tmp_path / "run"
+    code, _, stderr = run_cli("distill", "--method", "scratch", "--teacher", str(teacher), "--student",
+                              "edsr:n_feats=4,n_resblocks=2,res_scale=1", "--init", "teacher-slice", "--steps", "1", "--batch", "2",
+                              "--patch", "12", "--val", "none", "--ema", "0", "--lr", "1e-12", "--threads", "1",
+                              "--out", str(out), "--quiet")
+    assert code == 0, stderr
+    student = load_model_file(out / "model.safetensors").model
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():  # lr 1e-12 (Adam moves each weight by ~lr): still the teacher's 0.25 slice
+        assert (student(x) - slim_forward(load_model_file(teacher).model, x, 0.25)).abs().max().item() < 1e-5
+    code, _, stderr = run_cli("distill", "--method", "scratch", "--teacher", str(teacher), "--student",
+                              "edsr:n_feats=4,n_resblocks=1,res_scale=1", "--init", "teacher-slice", "--steps", "1",
+                              "--out", str(tmp_path / "bad"), "--quiet")
+    assert code == 2 and "teacher-slice" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_distill_csd_without_vgg_weights_is_one_line(tmp_path):
+    from conftest import run_cli
+
+    teacher = _small_teacher(tmp_path)
+    code, _, stderr = run_cli("distill", "--method", "csd", "--teacher", str(teacher), "--steps", "1",
+                              "--out", str(tmp_path / "run"), "--quiet")
+    assert code == 2
+    assert "--vgg-weights" in stderr and len(stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()

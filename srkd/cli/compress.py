@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         no_eval: bool = typer.Option(False, "--no-eval", help="Skip the benchmark PSNR."),
         data_root: Path = typer.Option(None, help="Data root (default: $SRKD_DATA, else the user cache)."),
         speed_size: int = typer.Option(64, help="LR side (pixels) of the timing input."),
-        repeats: int = typer.Option(3, help="Timed forwards per width (median reported); 0 skips timing."),
+        repeats: int = typer.Option(3, help="Timed forwards per width (the fastest is reported); 0 skips timing."),
         precision: str = typer.Option("fp32", help="Precision of the timing: fp32, bf16 or fp16."),
         eval_precision: str = typer.Option("fp32", help="Precision of the benchmark evaluation."),
         device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),

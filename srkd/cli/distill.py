@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         method: str = typer.Option(None, "--method", "-m", help="Distillation method (see --list-methods): scratch, kd, fitnet, at, fakd, facd, ..."),
         teacher: str = typer.Option(None, "--teacher", "-t", help="Teacher model: .safetensors path, preset with official weights (edsr-baseline-x4) or hf://owner/repo. [default: the bundled demo teacher, EDSR-baseline x4]"),
         student: str = typer.Option(None, "--student", "-s", help=f"Student: preset family (edsr-baseline), preset (edsr-baseline-x4) or spec (edsr:n_resblocks=16,n_feats=32); randomly initialised at the teacher's scale. [default: {DEFAULT_STUDENT}]"),
-        init: Path = typer.Option(None, "--init", help="Start the student from these weights instead of random initialisation: a model file of the same architecture, also of another scale (all but the upsampler loads; the skipped tensors are listed)."),
+        init: Path = typer.Option(None, "--init", help="Start the student from these weights instead of random initialisation: a model file of the same architecture, also of another scale (all but the upsampler loads; the skipped tensors are listed), or teacher-slice: the teacher's first channels (srkd compress; the baseline of CSD issue #9)."),
         set_: list[str] = typer.Option(None, "--set", help="Method hyper-parameter NAME=VALUE (e.g. lambda_kd=0.5, taps=body1,body3), or any config key SECTION.KEY=VALUE (e.g. optim.betas=0.9,0.99). Repeatable."),
         list_methods: bool = typer.Option(False, "--list-methods", help="List the methods with their hyper-parameters and defaults, then exit."),
         data: list[Path] = typer.Option(None, "--data", help="Training data (repeatable): folder of HR images, DIV2K root, or a pair-list file. [default: the bundled 12 T91 images]"),
@@ -138,7 +138,7 @@ class Job:
         from ..distill import build_distiller
 
         m = self.cfg.method
-        init_report = _load_init(student, m.init, log=self.log) if m.init else None
+        init_report = _load_init(student, m.init, log=self.log, teacher=self.teacher) if m.init else None
         d = build_distiller(m.name, student, self.teacher, m.params, m.teacher_precision)
         d.teacher_info = {"ref": self.teacher_ref, "sha256": self.teacher_sha256, "arch": self.teacher.arch,
                           "config": self.teacher.config()}
@@ -185,8 +185,20 @@ def _resolve_teacher(ref: str | None):
     return mf, ref, model_hash(mf.path)
 
 
-def _load_init(student, path: str, log=None):
-    """Warm start, also from another scale: all but the upsampler loads (srkd.distill.init)."""
+def _load_init(student, path: str, log=None, teacher=None):
+    """Warm start, also from another scale: all but the upsampler loads (srkd.distill.init).
+
+    ``teacher-slice`` copies the teacher's first-channel slice instead (srkd.compress).
+    """
+    if str(path) == "teacher-slice":
+        from ..compress import init_from_teacher_slice
+        from ..distill.init import InitReport
+
+        info = init_from_teacher_slice(student, teacher)
+        report = InitReport("teacher-slice", teacher.arch, tuple(teacher.scales), loaded=list(student.state_dict()))
+        if log is not None:
+            log(f"init: the teacher's {info['width']:g}-width channel slice ({len(report.loaded)} tensors)")
+        return report
     from ..distill.init import init_student
 
     return init_student(student, path, log=log)
@@ -228,6 +240,10 @@ def prepare(options: dict, config_file, sets, resume: bool, *, method=None, teac
     t_model = teacher_file.model
 
     spec = student or (cfg.model.arch if (config_file is not None or resume) and cfg.model.arch != _D.model.arch else None)
+    if spec is None and getattr(cls, "shares_teacher", False):
+        from ..compress import model_spec
+
+        spec = model_spec(t_model)  # csd: the student network is the teacher's own (shared weights)
     spec = spec or DEFAULT_STUDENT
     s_scale = _explicit_scale(spec) or t_model.scale
     if s_scale != t_model.scale:
@@ -251,14 +267,14 @@ def prepare(options: dict, config_file, sets, resume: bool, *, method=None, teac
         cfg.method.teacher_precision = teacher_precision
     if init is not None:
         local = Path(init).expanduser()
-        cfg.method.init = str(local.resolve()) if local.exists() else init  # presets and hf:// stay references
+        cfg.method.init = str(local.resolve()) if local.exists() else str(init)  # presets and hf:// stay references
     cfg = C.from_dict(cfg.to_dict())  # re-validate with the resolved values
 
     # Build the method once on the real networks: bad taps or mismatched feature sizes are
     # reported now, not after the engine has created the run folder.
     probe_student = build_student(cfg.model)
     if cfg.method.init:
-        _load_init(probe_student, cfg.method.init, log=None)
+        _load_init(probe_student, cfg.method.init, log=None, teacher=t_model)
     probe = build_distiller(cls.name, probe_student, t_model, params, cfg.method.teacher_precision)
     probe.close()
 
