@@ -492,6 +492,10 @@ def test_weights_switch_terms_off_and_dcl_value_matches_the_reference():
         negs = [d.vqgan.features(d.history(x)) for x in inputs]
         want = dcl_loss(d.vqgan.features(s_sr), d.vqgan.features(t_sr), negs, d.level_weights).item()
     assert value == pytest.approx(want, rel=1e-5)
+    # passes of one group at a time (vq_chunk = batch) give the same value
+    d.params = d.params.replace("vq_chunk", lr.shape[0])
+    d._gen = None
+    assert d(lr, hr)["dcl"].item() == pytest.approx(value, rel=1e-5)
 
 
 def test_lcr_is_the_reverted_teacher_on_augmented_inputs():

@@ -307,6 +307,8 @@ class DCKDParams(KDParams):
                           choices=("01", "pm1"))
     vqgan_precision: str = hp("amp", "VQGAN forward precision: the training precision (amp) or always fp32",
                               choices=("amp", "fp32"))
+    vq_chunk: int = hp(0, "most images per no-grad VQGAN/history pass (teacher + negatives); 0: all B*(N+1) at once",
+                       min=0)
     lcr: bool = hp(False, "DCKD*: add L1(S(x), revert(T(aug(x)))), the released config's label consistency (lcr_opt)")
     lambda_lcr: float = hp(1.0, "weight of the lcr term (config lcr_opt 1.0)", min=0.0)
     lcr_prob: float = hp(0.5, "probability of each invertible augmentation of the teacher's input (config noisy.prob)",
@@ -458,6 +460,33 @@ class DCKD(KD):
             terms.update(self.vq_terms(lr, s.sr, t.sr))
         return terms
 
+    @torch.no_grad()
+    def _reference_features(self, lr, t_sr, accs, need_latent):
+        """The teacher's feature levels (and latent), and every negative's distances added to
+        ``accs``, in no-grad passes of at most ``vq_chunk`` images (the batch-wide passes are
+        faster on CPUs; the chunking bounds the memory on large batches)."""
+        p, vq, b = self.params, self.vqgan, lr.shape[0]
+        per_pass = max(1, p.vq_chunk // b) if p.vq_chunk > 0 else p.num_negatives + 1
+        inputs = negative_inputs(lr, p.num_negatives, p.neg_clean, self.degradation, self.rng(lr.device))
+        groups = [t_sr]
+        for i in range(0, len(inputs), per_pass):
+            groups += self.run_history(torch.cat(inputs[i:i + per_pass])).split(b)
+        t_feats = t_z = None
+        for i in range(0, len(groups), per_pass):
+            x = torch.cat(groups[i:i + per_pass])
+            if i == 0 and need_latent:
+                feats, t_z = vq.features_and_latent(x, latent_of=b)
+            else:
+                feats = vq.features(x)
+            for j in range(len(groups[i:i + per_pass])):
+                level = [f[j * b:(j + 1) * b] for f in feats]
+                if i + j == 0:
+                    t_feats = level
+                else:
+                    for acc, f in zip(accs, level):
+                        acc.add(f)
+        return t_feats, t_z
+
     def vq_terms(self, lr: torch.Tensor, s_sr: torch.Tensor, t_sr: torch.Tensor) -> dict[str, torch.Tensor]:
         """L_dcl and L_ce of one batch, already weighted."""
         p = self.params
@@ -467,15 +496,8 @@ class DCKD(KD):
         with self._vq_context(lr.device):
             if need_dcl:
                 s_feats, s_z = vq.features_and_latent(s_sr) if need_ce else (vq.features(s_sr), None)
-                with torch.no_grad():
-                    t_feats, t_z = vq.features_and_latent(t_sr) if need_ce else (vq.features(t_sr), None)
                 accs = [NegativeDistance(f) for f in s_feats]
-                # One negative at a time: only one copy of the encoder's activations is alive.
-                for x in negative_inputs(lr, p.num_negatives, p.neg_clean, self.degradation, self.rng(lr.device)):
-                    with torch.no_grad():
-                        n_feats = vq.features(self.run_history(x))
-                    for acc, f in zip(accs, n_feats):
-                        acc.add(f)
+                t_feats, t_z = self._reference_features(lr, t_sr, accs, need_ce)
                 total, ratios = 0.0, []
                 for w, a, pf, acc in zip(self.level_weights, s_feats, t_feats, accs):
                     d_pos = (a.float() - pf.float()).abs().flatten(1).mean(1)
