@@ -673,6 +673,10 @@ def _train(cfg, method_factory, overwrite, resume, progress, console, d: Dist, w
                 if stopping:
                     stop_signal = stopper.signum or signal.SIGTERM
                     break
+    except BaseException:
+        if log is not None:
+            log.close()
+        raise
     finally:
         batches.close()
         display.close()

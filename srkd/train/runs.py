@@ -232,6 +232,7 @@ class MetricsLog:
         self.file.close()
         if self.tb is not None:
             self.tb.close()
+            self.tb = None
 
 
 def read_metrics(path) -> list[dict]:
