@@ -171,14 +171,15 @@ def test_fakd_terms_and_pixel_range():
     assert terms["kd"].item() == pytest.approx(0.5 * 255 * np.abs(np_(s.sr) - np_(t.sr)).mean(), rel=1e-5)
 
 
-def _ratio_loops(a, p, k_neg=None):
+def _ratio_loops(a, p, k_neg=None, distance="l1"):
     a, p = np_(a), np_(p)
     b = a.shape[0]
+    dist = (lambda x, y: np.abs(x - y).mean()) if distance == "l1" else (lambda x, y: ((x - y) ** 2).mean())
     out = []
     for i in range(b):
         others = [(i - s) % b for s in range(1, (k_neg or b - 1) + 1)]
-        d_pos = np.abs(a[i] - p[i]).mean()
-        d_neg = np.mean([np.abs(a[i] - p[k]).mean() for k in others])
+        d_pos = dist(a[i], p[i])
+        d_neg = np.mean([dist(a[i], p[k]) for k in others])
         out.append(d_pos / (d_neg + 1e-7))
     return np.array(out)
 
@@ -187,6 +188,9 @@ def test_facd_contrastive_ratio():
     a, p = torch.randn(5, 3, 4, 4), torch.randn(5, 3, 4, 4)
     assert np.allclose(np_(contrastive_ratio(a, p)), _ratio_loops(a, p), rtol=1e-5)
     assert np.allclose(np_(contrastive_ratio(a, p, num_negatives=2)), _ratio_loops(a, p, 2), rtol=1e-5)
+    assert np.allclose(np_(contrastive_ratio(a, p, distance="l2")), _ratio_loops(a, p, distance="l2"), rtol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # computed in fp32 even inside a bf16 step
+        assert np.allclose(np_(contrastive_ratio(a, p)), _ratio_loops(a, p), rtol=1e-5)
     # the anchor's own positive is never a negative: identical anchor/positive gives ratio 0
     assert np.allclose(np_(contrastive_ratio(p, p)), 0.0)
     x = a.clone().requires_grad_(True)

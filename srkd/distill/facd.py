@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.utils.checkpoint import checkpoint
 
 from ..errors import SrkdError
 from .base import Distiller, Params, conv_adapter, hp, l1, masked_mean, per_sample_l1
@@ -27,34 +26,44 @@ TAPS = ("body1", "body2", "body3")
 EPS = 1e-7  # CSD's and DCKD's guard on the negative distance
 
 
-def _per_sample(a: torch.Tensor, b: torch.Tensor, distance: str) -> torch.Tensor:
-    d = a - b
-    d = d.abs() if distance == "l1" else d.pow(2)
-    return d.flatten(1).mean(1)
+def _pairwise(anchor: torch.Tensor, pool: torch.Tensor, distance: str) -> torch.Tensor:
+    """(B, B) mean distances d(anchor_i, pool_k) over all feature entries.
+
+    ``cdist`` computes the B^2 L1 distances without materialising the B x B x CHW differences
+    (neither forward nor backward); squared L2 uses the Gram expansion.
+    """
+    a, p = anchor.flatten(1), pool.flatten(1)
+    n = a.shape[1]
+    if distance == "l1":
+        return torch.cdist(a.unsqueeze(0), p.unsqueeze(0), p=1).squeeze(0) / n
+    sq = a.pow(2).sum(1, keepdim=True) + p.pow(2).sum(1).unsqueeze(0) - 2.0 * a @ p.T
+    return sq.clamp_min(0.0) / n
 
 
-def _mean_negative_distance(anchor: torch.Tensor, pool: torch.Tensor, k: int, distance: str) -> torch.Tensor:
-    # Rolling the batch by 1..k pairs every anchor i with k distinct other patches, never itself.
-    return torch.stack([_per_sample(anchor, pool.roll(shift, 0), distance) for shift in range(1, k + 1)]).mean(0)
+def negative_weights(b: int, k: int, device=None) -> torch.Tensor:
+    """(B, B) averaging weights: row i puts 1/k on patches i-1, ..., i-k (mod B), never on i."""
+    idx = torch.arange(b, device=device)
+    w = torch.zeros(b, b, device=device)
+    for shift in range(1, k + 1):
+        w[idx, (idx - shift) % b] = 1.0 / k
+    return w
 
 
 def contrastive_ratio(anchor: torch.Tensor, positive: torch.Tensor, num_negatives: int = 0, distance: str = "l1") -> torch.Tensor:
     """Per-patch d(anchor_i, positive_i) / mean_k d(anchor_i, positive_k), k != i. Shape (B,).
 
-    ``num_negatives`` = 0 uses all B-1 other patches. The negative distances are recomputed in the
-    backward pass (checkpointing) so that B-1 copies of the feature map are never stored.
+    ``num_negatives`` = 0 uses all B-1 other patches, otherwise patches i-1 ... i-k of the batch.
     """
     b = anchor.shape[0]
     if b < 2:
         raise SrkdError("facd needs a batch of at least 2 patches: the negatives are the other patches of the batch")
     k = b - 1 if num_negatives <= 0 else min(num_negatives, b - 1)
-    anchor, positive = anchor.float(), positive.float().detach()
-    d_pos = _per_sample(anchor, positive, distance)
-    if anchor.requires_grad:
-        d_neg = checkpoint(_mean_negative_distance, anchor, positive, k, distance, use_reentrant=False)
-    else:
-        d_neg = _mean_negative_distance(anchor, positive, k, distance)
-    return d_pos / (d_neg + EPS)
+    with torch.autocast(anchor.device.type, enabled=False):  # distances in fp32 whatever the step runs in
+        a, p = anchor.float(), positive.float().detach()
+        diff = a - p
+        d_pos = (diff.abs() if distance == "l1" else diff.pow(2)).flatten(1).mean(1)
+        d_neg = (_pairwise(a, p, distance) * negative_weights(b, k, a.device)).sum(1)
+        return d_pos / (d_neg + EPS)
 
 
 @dataclass
