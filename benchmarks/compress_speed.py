@@ -2,7 +2,9 @@
 
 For each width: parameters, multiply-adds (at the timing input and for a 720p output, the
 field's usual unit) and the measured inference time of the extracted plain model, in fp32 and
-bf16 (channels_last, autocast), on this machine's CPU and on CUDA when present:
+bf16 (channels_last, autocast), on this machine's CPU and on CUDA when present. Each time is the
+fastest of the repeats, the widths timed in turn within every repeat so that they share whatever
+else loads the machine:
 
     python benchmarks/compress_speed.py                       # x4, 128x128 LR input, 3 repeats
     python benchmarks/compress_speed.py --size 64 --repeats 5 --precisions fp32 --json out.json
@@ -21,7 +23,7 @@ import platform
 import torch
 
 from srkd.complexity import count_params
-from srkd.compress import extract_student, macs_of, measure_seconds
+from srkd.compress import extract_student, macs_of, measure_seconds_many
 from srkd.models import build_from_spec
 
 TEACHER = "edsr:n_resblocks=32,n_feats=256,res_scale=0.1,scale={scale}"
@@ -49,18 +51,19 @@ def main() -> None:
     size = (args.size, args.size)
     hd = (720 // args.scale, 1280 // args.scale)
 
-    rows = []
+    nets, rows = [], []
     for w in widths:
         net = extract_student(teacher, w) if w < 1 else teacher
-        row = {"width": w, "n_feats": net.n_feats, "params": count_params(net), "macs": macs_of(net, size),
-               "macs_720p": macs_of(net, hd), "seconds": {}}
-        for dev in devices:
-            for prec in precisions:
-                row["seconds"][f"{dev}-{prec}"] = measure_seconds(net, size, args.repeats, prec, dev)
-        rows.append(row)
-        print(f"width {w:g}: {row['n_feats']} features, {row['params'] / 1e6:.2f} M params, "
-              f"{row['macs'] / 1e9:.1f} GMACs at {args.size}x{args.size} LR, "
-              + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in row["seconds"].items()), flush=True)
+        nets.append(net)
+        rows.append({"width": w, "n_feats": net.n_feats, "params": count_params(net), "macs": macs_of(net, size),
+                     "macs_720p": macs_of(net, hd), "seconds": {}})
+    for dev in devices:
+        for prec in precisions:
+            # the widths are timed in turn within each repeat, so that they share the machine's load
+            for row, sec in zip(rows, measure_seconds_many(nets, size, args.repeats, prec, dev)):
+                row["seconds"][f"{dev}-{prec}"] = sec
+            print(f"{dev} {prec}: " + ", ".join(f"width {r['width']:g} {r['seconds'][f'{dev}-{prec}'] * 1e3:.0f} ms"
+                                                for r in rows), flush=True)
 
     base = rows[0]
     print()

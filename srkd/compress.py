@@ -12,6 +12,7 @@ multiply-adds, inference time and benchmark PSNR of both widths.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -135,40 +136,52 @@ def macs_of(model: nn.Module, lr_size: tuple[int, int]) -> int:
 
 
 @torch.no_grad()
-def measure_seconds(
-    model: nn.Module,
+def measure_seconds_many(
+    models: list[nn.Module],
     lr_size: tuple[int, int] = (64, 64),
     repeats: int = 3,
     precision: str = "fp32",
     device: str | torch.device = "cpu",
     warmup: int = 1,
-) -> float:
-    """Best wall time over ``repeats`` forwards of a 1x3xHxW input (channels_last, autocast for bf16/fp16).
+) -> list[float]:
+    """Best wall time of one forward of a 1x3xHxW input for each model (channels_last, autocast
+    for bf16/fp16), the models timed in turn within every repeat.
 
-    The minimum, as ``timeit`` recommends: other load on the machine only ever adds time.
+    The minimum, as ``timeit`` recommends: other load on the machine only ever adds time; and
+    interleaving exposes every model to the same load, so their ratio stays meaningful on a busy
+    machine. The models are copied, never modified.
     """
     if precision not in ("fp32", "bf16", "fp16"):
         raise SrkdError(f"precision must be fp32, bf16 or fp16, got '{precision}'")
     if repeats < 1:
         raise SrkdError(f"repeats must be >= 1, got {repeats}")
     device = torch.device(device)
-    net = model.to(device).eval()
-    if device.type in ("cpu", "cuda"):
-        net = net.to(memory_format=torch.channels_last)
+    layout = device.type in ("cpu", "cuda")
+    nets = []
+    for model in models:
+        net = copy.deepcopy(model).to(device).eval()
+        nets.append(net.to(memory_format=torch.channels_last) if layout else net)
     x = torch.rand(1, 3, *lr_size, device=device)
-    if device.type in ("cpu", "cuda"):
+    if layout:
         x = x.contiguous(memory_format=torch.channels_last)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    times = []
+    best = [float("inf")] * len(nets)
     for i in range(warmup + repeats):
-        _sync(device)
-        start = time.perf_counter()
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            net(x)
-        _sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return min(times)
+        for j, net in enumerate(nets):
+            _sync(device)
+            start = time.perf_counter()
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                net(x)
+            _sync(device)
+            if i >= warmup:
+                best[j] = min(best[j], time.perf_counter() - start)
+    return best
+
+
+def measure_seconds(model: nn.Module, lr_size: tuple[int, int] = (64, 64), repeats: int = 3, precision: str = "fp32",
+                    device: str | torch.device = "cpu", warmup: int = 1) -> float:
+    """:func:`measure_seconds_many` for one model."""
+    return measure_seconds_many([model], lr_size, repeats, precision, device, warmup)[0]
 
 
 def _sync(device: torch.device) -> None:
@@ -239,20 +252,18 @@ def compression_report(
     from .infer import resolve_device
 
     dev = resolve_device(device)
-    rows = []
-    for net, w in ((teacher, 1.0), (student, width)):
-        row = WidthReport(w, int(net.n_feats), count_params(net), macs_of(net, lr_size))
-        if repeats > 0:
-            import copy
+    rows = [WidthReport(w, int(net.n_feats), count_params(net), macs_of(net, lr_size))
+            for net, w in ((teacher, 1.0), (student, width))]
+    if repeats > 0:
+        for row, sec in zip(rows, measure_seconds_many([teacher, student], lr_size, repeats, precision, dev)):
+            row.seconds = sec
+    if datasets:
+        from .evaluate import evaluate
 
-            row.seconds = measure_seconds(copy.deepcopy(net), lr_size, repeats, precision, dev)
-        if datasets:
-            from .evaluate import evaluate
-
+        for row, net in zip(rows, (teacher, student)):
             for r in evaluate(net, list(datasets), data_root=data_root, device=str(dev), precision=eval_precision,
                               progress=progress):
                 row.psnr[r.label], row.ssim[r.label] = r.psnr, r.ssim
-        rows.append(row)
     return CompressionReport(teacher.arch, int(teacher.scale), tuple(lr_size), precision, str(dev), rows[0], rows[1])
 
 
