@@ -197,7 +197,7 @@ def test_distill_csd_end_to_end_exports_a_plain_student(tmp_path):
     # real images: the bundled T91 subset (the default --data)
     code, _, stderr = run_cli("distill", "--method", "csd", "--teacher", str(teacher), "--steps", "2", "--batch", "3",
                               "--patch", "12", "--val", "set5", "--ema", "0", "--threads", "1", "--out", str(out),
-                              "--set", "vgg_weights=random", "--set", "width=0.5", "--set", "neg_num=2", "--quiet")
+                              "--vgg-weights", "random", "--set", "width=0.5", "--set", "neg_num=2", "--quiet")
     assert code == 0, stderr
     student = load_model_file(out / "model.safetensors")
     assert student.model.arch == "edsr" and student.model.n_feats == 8

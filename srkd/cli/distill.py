@@ -38,6 +38,7 @@ def register(app: typer.Typer) -> None:
         student: str = typer.Option(None, "--student", "-s", help=f"Student: preset family (edsr-baseline), preset (edsr-baseline-x4) or spec (edsr:n_resblocks=16,n_feats=32); randomly initialised at the teacher's scale. [default: {DEFAULT_STUDENT}]"),
         init: Path = typer.Option(None, "--init", help="Start the student from these weights instead of random initialisation: a model file of the same architecture, also of another scale (all but the upsampler loads; the skipped tensors are listed), or teacher-slice: the teacher's first channels (srkd compress; the baseline of CSD issue #9)."),
         set_: list[str] = typer.Option(None, "--set", help="Method hyper-parameter NAME=VALUE (e.g. lambda_kd=0.5, taps=body1,body3), or any config key SECTION.KEY=VALUE (e.g. optim.betas=0.9,0.99). Repeatable."),
+        vgg_weights: str = typer.Option(None, "--vgg-weights", help="VGG-19 weights for methods with a VGG loss (csd): a .safetensors/.pth file, hf://owner/repo/file, hub (timm/vgg19.tv_in1k, cached) or random (tests only); same as --set vgg_weights=VALUE."),
         list_methods: bool = typer.Option(False, "--list-methods", help="List the methods with their hyper-parameters and defaults, then exit."),
         data: list[Path] = typer.Option(None, "--data", help="Training data (repeatable): folder of HR images, DIV2K root, or a pair-list file. [default: the bundled 12 T91 images]"),
         val: list[str] = typer.Option(None, "--val", help=f"Validation benchmarks, comma-separated or repeated; 'none' to skip. [default: {_dflt(_D.val.sets)}]"),
@@ -84,6 +85,9 @@ def register(app: typer.Typer) -> None:
                        warmup=warmup, clip_grad=clip_grad, precision=precision, device=device, ema=ema,
                        val_every=val_every, ckpt_every=ckpt_every, keep=keep, seed=seed, workers=workers,
                        threads=threads, augment=augment)
+        if vgg_weights is not None:
+            local = Path(vgg_weights).expanduser()
+            set_ = [*(set_ or []), f"vgg_weights={local.resolve() if local.exists() else vgg_weights}"]
         job = prepare(options, config, set_, resume, method=method, teacher=teacher, student=student, init=init,
                       teacher_precision=teacher_precision)
         if export is not None:

@@ -36,7 +36,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 OFFLINE_HINT = (
-    "give --vgg-weights PATH (a VGG-19 .safetensors such as timm/vgg19.tv_in1k model.safetensors, or "
+    "give --vgg-weights PATH (--set vgg_weights=PATH; a VGG-19 .safetensors such as timm/vgg19.tv_in1k model.safetensors, or "
     "torchvision's vgg19-dcbb9e9d.pth), run once online so the Hub copy is cached, or pass "
     "vgg_weights=random for a smoke test"
 )
