@@ -74,6 +74,14 @@ def test_compressed_student_is_accepted_by_eval(tmp_path, teacher_file):
     code, stdout, stderr = run_cli("eval", str(out), "--dataset", "set5")
     assert code == 0, stderr
     assert "set5" in stdout.lower()
+    # srkd upscale loads it too (no slimmable code anywhere on that path)
+    from PIL import Image
+
+    src = tmp_path / "in.png"
+    Image.new("RGB", (10, 7), (120, 60, 30)).save(src)
+    code, _, stderr = run_cli("upscale", str(src), "--model", str(out), "-o", str(tmp_path / "up.png"))
+    assert code == 0, stderr
+    assert Image.open(tmp_path / "up.png").size == (40, 28)
 
 
 @pytest.mark.parametrize("width", ["0", "-0.5", "1.5"])
