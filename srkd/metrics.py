@@ -28,8 +28,8 @@ def quantize(sr: torch.Tensor) -> np.ndarray:
 def _as_rgb(img: np.ndarray) -> np.ndarray:
     if img.ndim == 2:
         img = img[..., None]
-    if img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
+    if img.shape[2] in (1, 2):  # gray, or gray + alpha
+        img = np.repeat(img[..., :1], 3, axis=2)
     return img[..., :3]
 
 

@@ -86,6 +86,10 @@ def test_identical_images_and_grayscale():
     # (H, W), (H, W, 1) and replicated RGB are the same image (EDSR's set_channel).
     assert psnr(gray, other, 2) == psnr(rep, rep_other, 2) == psnr(gray[..., None], other[..., None], 2)
     assert ssim(gray, other, 2) == ssim(rep, rep_other, 2)
+    # Alpha is not part of the score.
+    alpha = np.zeros_like(gray)[..., None]
+    assert psnr(np.concatenate([gray[..., None], alpha], 2), other, 2) == psnr(gray, other, 2)
+    assert psnr(np.concatenate([rep, alpha], 2), rep_other, 2) == psnr(rep, rep_other, 2)
 
 
 def test_shave_is_applied():
