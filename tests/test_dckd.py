@@ -27,7 +27,15 @@ from srkd.distill.dckd import (
     history_update_iterations,
     negative_inputs,
 )
-from srkd.distill.vqgan import F16_N1024, VQGANConfig, VQGANEncoder, load_vqgan, needed_keys, read_vqgan_state
+from srkd.distill.vqgan import (
+    F16_N1024,
+    VQGANConfig,
+    VQGANEncoder,
+    export_vqgan,
+    load_vqgan,
+    needed_keys,
+    read_vqgan_state,
+)
 from srkd.errors import SrkdError
 from srkd.models import build_from_spec
 
@@ -224,6 +232,14 @@ def test_loads_a_lightning_checkpoint_without_running_it(tmp_path):
     for name in ("vqgan.pth", "vqgan.safetensors"):
         got = load_vqgan(str(tmp_path / name), cfg=TINY).state_dict()
         assert all(torch.equal(got[k], state[k]) for k in state)
+    # the export keeps exactly the needed tensors and never overwrites silently
+    out = export_vqgan(path, tmp_path / "enc.safetensors", cfg=TINY)
+    from safetensors import safe_open
+
+    with safe_open(str(out), "pt") as f:
+        assert set(f.keys()) == set(state)
+    with pytest.raises(SrkdError, match="--overwrite"):
+        export_vqgan(path, out, cfg=TINY)
 
 
 def test_refuses_a_wrong_state_dict_clearly(tmp_path, monkeypatch):

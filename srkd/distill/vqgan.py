@@ -547,15 +547,16 @@ def load_vqgan(ref: str | None, input_range: str = "01", cfg: VQGANConfig = F16_
     return model.eval()
 
 
-def export_vqgan(src, dst, overwrite: bool = False) -> Path:
-    """Write the ~120 MB (29.6M float32 values) of a VQGAN checkpoint that DCKD needs as a standalone ``.safetensors``."""
+def export_vqgan(src, dst, overwrite: bool = False, cfg: VQGANConfig = F16_N1024) -> Path:
+    """Write the ~120 MB (29.6M float32 values) of a VQGAN checkpoint that DCKD needs as a
+    standalone ``.safetensors`` (atomically; an existing file only with ``overwrite``)."""
     from safetensors.torch import save_file
 
     from ..io.files import atomic_path
 
-    state = read_vqgan_state(src)
+    state = read_vqgan_state(src, cfg)
     dst = Path(dst)
-    tensors = {k: state[k].float().contiguous() for k in needed_keys()}
+    tensors = {k: state[k].float().contiguous() for k in needed_keys(cfg)}
     with atomic_path(dst, overwrite=overwrite) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "taming-vqgan-encoder", "config": json.dumps(F16_N1024.to_dict())})
+        save_file(tensors, str(tmp), metadata={"format": "taming-vqgan-encoder", "config": json.dumps(cfg.to_dict())})
     return dst
