@@ -325,6 +325,11 @@ def test_history_update_closed_form_and_no_gradients():
         for p in ema.parameters():
             p.normal_()
     engine_stub(d, steps=16, ema=ema)
+    # binding starts the history from the engine's EMA model (the code's update_model_ema(0))
+    assert all(torch.equal(a, b) for a, b in zip(d.history.state_dict().values(), ema.state_dict().values()))
+    with torch.no_grad():
+        for p in d.history.parameters():
+            p.uniform_(-1, 1)  # a history far from the EMA, so every update shows
     h0 = {k: v.clone() for k, v in d.history.state_dict().items()}
     src = ema.state_dict()
     lr, hr = batch()

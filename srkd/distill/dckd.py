@@ -354,6 +354,10 @@ class DCKD(KD):
         super().bind_engine(state)
         self.total_steps = int(state.config.train.steps)
         self.seed = int(state.config.train.seed) * 1_000_003 + 7919 + int(getattr(state, "rank", 0))
+        if self.history is not None:
+            # The code's update_model_ema(0): start from the EMA model the engine has just made
+            # (a resumed run then overwrites this with the saved history).
+            history_update_(self.history, self.history_source(), 0.0)
 
     def frozen_modules(self) -> dict[str, nn.Module]:
         mods = super().frozen_modules()
