@@ -531,6 +531,8 @@ def test_lcr_is_the_reverted_teacher_on_augmented_inputs():
     target = revert(d.teacher(augment(lr, draws)), draws)
     want = (d.student(lr) - target).abs().mean().item()
     assert got == pytest.approx(want, rel=1e-5)
+    with pytest.raises(SrkdError, match="square patches"):
+        d(torch.rand(2, 3, 12, 10), torch.rand(2, 3, 24, 20))
     # the teacher is equivariant to flips/transposes only approximately, so the term is not just kd
     assert got != pytest.approx(d(lr, hr)["kd"].item(), rel=1e-3)
 

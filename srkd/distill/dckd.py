@@ -452,6 +452,10 @@ class DCKD(KD):
         """``revert(T(aug(lr)))``: the teacher on invertibly augmented inputs, mapped back exactly."""
         from .upcycle import augment, draw_augmentations, revert
 
+        if self.params.lcr_prob > 0 and lr.shape[-1] != lr.shape[-2]:
+            # fail on the first batch, not on whichever batch first draws a transpose
+            raise SrkdError(f"lcr transposes the teacher's input and needs square patches, got LR "
+                            f"{lr.shape[-2]}x{lr.shape[-1]}; use square patches or lcr=false")
         draws = draw_augmentations(lr.shape[0], self.params.lcr_prob, lr.device, self.rng(lr.device))
         return revert(self.run_teacher(augment(lr, draws)).sr, draws)
 
