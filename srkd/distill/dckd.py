@@ -217,8 +217,8 @@ class NegativeDistance:
 
     def add(self, negative: torch.Tensor) -> None:
         d = self._a - negative.detach().float()
-        self.value += d.abs().flatten(1).mean(1)
         self.direction += d.sign()
+        self.value += d.abs_().flatten(1).mean(1)
         self.count += 1
 
     def result(self) -> torch.Tensor:
