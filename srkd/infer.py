@@ -215,6 +215,7 @@ class ModelTrace:
     receptive_radius: float  # LR px, upper bound over every path (sum over executed convs)
     floats_per_px: float  # peak working set estimate, in floats per LR input pixel
     global_pools: list = field(default_factory=list)  # modules that pool over the whole image
+    output: torch.Tensor | None = field(default=None, repr=False)  # the fp32 output of the traced input
 
 
 _GLOBAL_POOL_TYPES = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
@@ -228,8 +229,8 @@ def _is_global_pool(m: nn.Module) -> bool:
     return all(s == 1 for s in size)
 
 
-def trace_model(model: nn.Module, device: torch.device, size: int = 16) -> ModelTrace:
-    """Run ``model`` once on a ``size``x``size`` input and record convs, pools and activations.
+def trace_model(model: nn.Module, device: torch.device, size: int = 16, x: torch.Tensor | None = None) -> ModelTrace:
+    """Run ``model`` once (fp32) on ``x`` or a random ``size``x``size`` input; record convs, pools, activations.
 
     Convolutions are recorded per *call*, so a block applied three times (CARN-M's shared unit)
     counts three times, and each is weighted by the resolution it runs at (a 3x3 conv after a x2
@@ -257,9 +258,12 @@ def trace_model(model: nn.Module, device: torch.device, size: int = 16) -> Model
 
     handles = [m.register_forward_hook(hook) for m in model.modules()]
     try:
-        x = torch.rand(1, 3, size, size, device=device)
-        with torch.inference_mode():
-            y = model(x)
+        x = torch.rand(1, 3, size, size) if x is None else x
+        size = x.shape[-1]
+        if x.shape[-2] != size:
+            raise ValueError("trace_model needs a square input")
+        with torch.no_grad():
+            y = model(x.to(device))
     finally:
         for h in handles:
             h.remove()
@@ -270,7 +274,7 @@ def trace_model(model: nn.Module, device: torch.device, size: int = 16) -> Model
     # working set of feed-forward and concatenating (CARN) networks alike.
     top = sorted(sizes, reverse=True)[:3]
     floats_per_px = (sum(top) + y.numel()) / (size * size)
-    return ModelTrace(scale, radius, floats_per_px, pools)
+    return ModelTrace(scale, radius, floats_per_px, pools, y.detach().float().cpu())
 
 
 # ---------------------------------------------------------------------------------- tile plans
@@ -441,7 +445,11 @@ class Upscaler:
         self.channels_last = bool(channels_last) and self.device.type in ("cpu", "cuda")
 
         net = copy.deepcopy(model).eval().requires_grad_(False).to(self.device)
-        self.trace = trace_model(net, self.device)
+        requested = str(precision).strip().lower()
+        self.precision = resolve_precision(requested, self.device)
+        will_check = requested == "auto" and self.precision != "fp32" and check_precision
+        # One fp32 pass does both jobs: trace, and the reference for the precision check.
+        self.trace = trace_model(net, self.device, x=_real_image_crop() if will_check else None)
         self.scale = self.trace.scale
         self.global_context = bool(self.trace.global_pools) or getattr(_describe(model), "receptive_radius", 0) == -1
         for m in net.modules():
@@ -453,10 +461,8 @@ class Upscaler:
         self._forward = net
         self._pool_sync = _PoolSync(self.trace.global_pools) if self.trace.global_pools else None
 
-        requested = str(precision).strip().lower()
-        self.precision = resolve_precision(requested, self.device)
-        if requested == "auto" and self.precision != "fp32" and check_precision:
-            ok, why = self.check_precision(self.precision)
+        if will_check:
+            ok, why = self.check_precision(self.precision, reference=self.trace.output)
             if not ok:
                 self._note(f"{self.precision} changes this model's output ({why}); using fp32")
                 self.precision = "fp32"
@@ -544,12 +550,12 @@ class Upscaler:
             batch = int(max(1, min(8, budget // max(1.0, (tile + 2 * self.tile_pad) ** 2 * per_px))))
         return tile, batch
 
-    def check_precision(self, precision: str, size: int = 48) -> tuple[bool, str]:
+    def check_precision(self, precision: str, reference: torch.Tensor | None = None) -> tuple[bool, str]:
         """Compare ``precision`` against fp32 on a real image crop: (acceptable, reason)."""
-        x = _real_image_crop(size)
-        ref = self._run_batch(x, "fp32").float()
+        x = _real_image_crop()
+        ref = (self._run_batch(x, "fp32") if reference is None else reference).float().cpu()
         try:
-            low = self._run_batch(x, precision).float()
+            low = self._run_batch(x, precision).float().cpu()
         except RuntimeError as exc:
             return False, f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
         if not torch.isfinite(low).all():
@@ -729,6 +735,8 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
         scale = 65535.0
     else:
         scale = 1.0
+    if not img.flags.writeable:  # e.g. np.asarray(PIL image); torch wants writable memory
+        img = img.copy()
     t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).unsqueeze(0).to(torch.float32)
     return t.div_(scale) if scale != 1.0 else t.clamp_(0.0, 1.0)
 

@@ -40,7 +40,7 @@ ALPHA_MODES = ("model", "resize")
 READ_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 WRITE_EXTS = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tiff", "tif": ".tif", "bmp": ".bmp"}
 EXT_CHOICES = ("same", "png", "jpg", "webp", "tiff", "bmp")
-_NO_ALPHA = (".jpg", ".jpeg")
+_NO_ALPHA = (".jpg", ".jpeg", ".bmp")
 _EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".webp", ".bmp")
 _FILE_SUFFIXES = frozenset(WRITE_EXTS.values()) | {".jpeg"}
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -92,6 +92,25 @@ def fill_transparent(rgb: np.ndarray, visible: np.ndarray) -> np.ndarray:
         fill = c + (1.0 - w)[..., None] * up  # c is colour x coverage: exact where coverage is 1
     out = rgb.astype(np.float32, copy=True)
     out[~visible] = fill[~visible]
+    return out
+
+
+def _snap_flat_alpha(alpha_sr: np.ndarray, alpha_lr: np.ndarray, s: int, radius: int = 2) -> np.ndarray:
+    """Keep fully transparent and fully opaque areas exactly so after upscaling.
+
+    Networks and Lanczos both leave a level or so of noise in flat areas (bias, ringing); an
+    output pixel whose LR neighbourhood is entirely 0 (or 1) gets exactly 0 (or 1).
+    """
+    import cv2
+
+    kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+    hi = cv2.dilate(alpha_lr, kernel, borderType=cv2.BORDER_REPLICATE)
+    lo = cv2.erode(alpha_lr, kernel, borderType=cv2.BORDER_REPLICATE)
+    clear = np.repeat(np.repeat(hi <= 0.0, s, axis=0), s, axis=1)
+    solid = np.repeat(np.repeat(lo >= 1.0, s, axis=0), s, axis=1)
+    out = alpha_sr.copy()
+    out[clear] = 0.0
+    out[solid] = 1.0
     return out
 
 
@@ -166,6 +185,7 @@ def upscale_array(
                 alpha_out = _run(upscaler, np.repeat(af[..., None], 3, axis=2), self_ensemble, progress).mean(axis=2)
             else:
                 alpha_out = _resize(af, h * s, w * s)
+            alpha_out = _snap_flat_alpha(alpha_out, af, s)
             alpha_out = _resize(np.clip(alpha_out, 0.0, 1.0), out_h, out_w)
     sr = _resize(_run(upscaler, rgb, self_ensemble, progress), out_h, out_w)
     if gray:
