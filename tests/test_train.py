@@ -261,6 +261,7 @@ def test_bad_inputs_give_one_line(images, tmp_path):
         (cli_args(images, tmp_path / "r5", 5, "--precision", "int8"), "train.precision must be one of"),
         (cli_args(images, tmp_path / "r6", 0), "train.steps must be at least 1"),
         (["teacher-train", "--data", str(images)], "no run folder"),
+        (cli_args(images, tmp_path / "r8", 5, "--val", "set6"), "unknown dataset 'set6'"),
     ]
     yml = tmp_path / "bad.yaml"
     yml.write_text("optim: {lr: 1e-4, betaz: [0.9, 0.99]}\n")

@@ -59,8 +59,7 @@ def build_config(options: dict, config_file: Path | None, sets: list[str] | None
         if name == "val":
             if not value:
                 continue
-            joined = ",".join(value)
-            value = [] if joined.strip().lower() in ("none", "") else [v.strip() for v in joined.split(",") if v.strip()]
+            value = [v.strip() for v in ",".join(value).split(",") if v.strip() and v.strip().lower() != "none"]
         if name == "data":
             value = [str(v) for v in value]
         C.set_option(raw, key, value)

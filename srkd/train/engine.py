@@ -418,6 +418,11 @@ def train(
         raise SrkdError("no run folder: give --out DIR")
     with torch.device("meta"):  # a bad --arch fails now, not after the data has been loaded
         build_student(cfg.model)
+    if cfg.val.sets:  # and an unknown or missing benchmark before the first validation, not at it
+        from ..evaluate import open_dataset
+
+        for name in cfg.val.sets:
+            open_dataset(name, cfg.model.scale, cfg.val.data_root)
     console = console or Console()
     wall0 = time.perf_counter()
     d = setup_distributed(cfg.train.device)
@@ -531,7 +536,7 @@ def _train(cfg, method_factory, overwrite, resume, progress, console, d: Dist, w
                 run.truncate_metrics(start)
                 console.print(f"resuming {run.path} from step {start}")
         elif d.main:
-            run.truncate_metrics(0)
+            run.truncate_metrics(-1)  # no checkpoint survived: the log restarts with the run
     state.step = start
 
     total = cfg.train.steps
