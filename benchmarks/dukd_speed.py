@@ -6,7 +6,8 @@
 An iteration is what the engine does per batch, including DUKD's optional second optimiser step
 (``two_step``): forward of the student (and of the teacher under no_grad in the fastest
 precision) on every input the method uses, backward, Adam step(s). Weights are random: speed does
-not depend on them. The first ``--warmup`` iterations of each variant are not timed.
+not depend on them. The first ``--warmup`` iterations of each variant are not timed; the
+variants are timed round-robin so that load from other processes affects them alike.
 """
 
 from __future__ import annotations
@@ -31,32 +32,34 @@ VARIANTS = {
 }
 
 
-def time_variant(method, params, args, lr, hr):
-    torch.manual_seed(0)
-    teacher = build_from_spec(args.teacher).eval()
-    student = build_from_spec(args.student)
-    if args.channels_last:
-        student = student.to(memory_format=torch.channels_last)
-        teacher = teacher.to(memory_format=torch.channels_last)
-    d = build_distiller(method, student, teacher, params, teacher_precision=args.teacher_precision)
-    d.train()
-    opt = torch.optim.Adam(d.trainable_parameters(), lr=1e-4)
-    phases = d.steps_per_batch
-    enabled = args.precision == "bf16"
-    times = []
-    for i in range(args.warmup + args.steps):
+class Variant:
+    """One method with its own networks and optimiser; :meth:`iteration` is one timed engine step."""
+
+    def __init__(self, method, params, args):
+        torch.manual_seed(0)
+        teacher = build_from_spec(args.teacher).eval()
+        student = build_from_spec(args.student)
+        if args.channels_last:
+            student = student.to(memory_format=torch.channels_last)
+            teacher = teacher.to(memory_format=torch.channels_last)
+        self.d = build_distiller(method, student, teacher, params, teacher_precision=args.teacher_precision)
+        self.d.train()
+        self.opt = torch.optim.Adam(self.d.trainable_parameters(), lr=1e-4)
+        self.bf16 = args.precision == "bf16"
+
+    def iteration(self, lr, hr) -> float:
+        d, opt = self.d, self.opt
+        phases = d.steps_per_batch
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         for phase in range(phases):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
                 terms = d(lr, hr) if phases == 1 else d(lr, hr, phase=phase)
             sum(v.float() for v in terms.values()).backward()
             opt.step()
             if phase + 1 < phases and not d.carry_grad:
                 opt.zero_grad(set_to_none=True)
-        if i >= args.warmup:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times), d.params
+        return time.perf_counter() - t0
 
 
 def main():
@@ -84,13 +87,20 @@ def main():
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     if "kd" not in names:
         names.insert(0, "kd")
-    rows = {}
-    for name in names:
-        method, params = VARIANTS[name]
-        sec, p = time_variant(method, params, args, lr, hr)
-        rows[name] = sec
-        if not args.json:
-            print(f"{name:28s} {sec:7.3f} s/it  x{sec / rows['kd']:.2f}", flush=True)
+    variants = {name: Variant(*VARIANTS[name], args) for name in names}
+    for _ in range(args.warmup):
+        for v in variants.values():
+            v.iteration(lr, hr)
+    # Round-robin, one iteration of each variant per round: load from other processes on a
+    # shared machine then hits every variant alike instead of whichever ran at the time.
+    times = {name: [] for name in names}
+    for _ in range(args.steps):
+        for name, v in variants.items():
+            times[name].append(v.iteration(lr, hr))
+    rows = {name: statistics.median(t) for name, t in times.items()}
+    if not args.json:
+        for name, sec in rows.items():
+            print(f"{name:28s} {sec:7.3f} s/it  x{sec / rows['kd']:.2f}  (min {min(times[name]):.3f})", flush=True)
     info = {
         "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
         "threads": torch.get_num_threads(), "teacher": args.teacher, "student": args.student,

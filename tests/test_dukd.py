@@ -218,7 +218,11 @@ def test_bad_options_are_one_line_errors():
     with pytest.raises(SrkdError, match="lc_prob"):
         make(params={"lc_prob": "1.5"})
     with pytest.raises(SrkdError, match="n_gt_sub"):
-        make(params={"n_gt_sub": "5"})(*batch())
+        make(params={"n_gt_sub": "5"})  # 4 cells at x2: refused before any batch
+    with pytest.raises(SrkdError, match="square"):
+        make(params={"recipe": "none", "zoom_out": False})(torch.rand(2, 3, 6, 8), torch.rand(2, 3, 12, 16))
+    terms = make(params={"recipe": "none", "label_consistency": False})(torch.rand(2, 3, 6, 8), torch.rand(2, 3, 12, 16))
+    assert terms["zoom_in"].shape == () and terms["zoom_out_rec"].shape == ()
 
 
 def test_phases_split_the_terms():

@@ -206,6 +206,10 @@ def upcycled_terms(distiller, lr: torch.Tensor, hr: torch.Tensor, generator: tor
 
     tiles, _ = zoom_in(hr, lr.shape[-2:], scale, p.n_gt_sub, generator)
     label = distiller.run_teacher(tiles).sr
+    if p.label_consistency and p.lc_prob > 0 and tiles.shape[-1] != tiles.shape[-2]:
+        # fail on the first batch, not on whichever batch first draws a transpose
+        raise SrkdError(f"label consistency transposes its inputs and needs square patches, got LR "
+                        f"{tiles.shape[-2]}x{tiles.shape[-1]}; use square patches or label_consistency=false")
     if p.label_consistency:
         draws = draw_augmentations(tiles.shape[0], p.lc_prob, tiles.device, generator)
         back = revert if p.lc_revert == "exact" else revert_official
@@ -233,6 +237,10 @@ class Upcycling:
 
     def setup(self) -> None:
         check_upcycle_params(self.params)
+        scale = int(getattr(self.student, "scale", 1))
+        if self.params.upcycle and self.params.n_gt_sub > scale * scale:
+            raise SrkdError(f"n_gt_sub must be between 1 and scale^2 = {scale * scale} at x{scale}, "
+                            f"got {self.params.n_gt_sub}")
         super().setup()
 
     @property
