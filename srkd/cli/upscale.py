@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
         ),
         model: str = typer.Option(
             None, "--model", "-m",
-            help="Model reference: path, preset (edsr-baseline-x4), hf://owner/repo[/file][@rev]. Default: bundled CARN-M x4.",
+            help="Model reference: path, preset (edsr-baseline-x4), hf://owner/repo/FILE@REV. Default: bundled CARN-M x4.",
         ),
         scale: int = typer.Option(None, help="Network scale for multi-scale models (the bundled model has x2, x3, x4). Default: the model's own."),
         outscale: float = typer.Option(None, help="Final size factor; the network output is resized to it. Default: the network scale."),
