@@ -124,6 +124,25 @@ def test_resume_after_interruption_is_exact(setup, monkeypatch):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_yaml_config_sets_method_and_hyper_parameters(setup, tmp_path):
+    root, teacher, data = setup
+    cfg = tmp_path / "kd.yaml"
+    cfg.write_text(
+        f"method: {{name: kd, teacher: {teacher}, params: {{lambda_kd: 0.25}}}}\n"
+        f"model: {{arch: '{STUDENT}'}}\n"
+        f"data: {{sources: [{data}], batch: 2, patch: 12}}\n"
+        "train: {steps: 1, threads: 1}\nval: {sets: []}\n"
+    )
+    out = tmp_path / "run"
+    code, _, stderr = run_cli("distill", "--config", str(cfg), "--out", str(out), "--set", "lambda_rec=0.5", "--quiet")
+    assert code == 0, stderr
+    params = load_model_file(out / "model.safetensors").provenance["method"]["params"]
+    assert params["lambda_kd"] == 0.25 and params["lambda_rec"] == 0.5
+    cfg.write_text(cfg.read_text().replace("lambda_kd: 0.25", "lambda_kk: 0.25"))
+    code, _, stderr = run_cli("distill", "--config", str(cfg), "--out", str(tmp_path / "run2"))
+    assert code == 2 and "unknown hyper-parameter 'lambda_kk'" in stderr
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
