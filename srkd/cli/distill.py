@@ -243,7 +243,8 @@ def prepare(options: dict, config_file, sets, resume: bool, *, method=None, teac
     teacher_file, teacher_ref, teacher_hash = _resolve_teacher(teacher or m.teacher)
     t_model = teacher_file.model
 
-    spec = student or (cfg.model.arch if (config_file is not None or resume) and cfg.model.arch != _D.model.arch else None)
+    # A stored run (--resume) fixes its student; a --config file sets it unless it left the default.
+    spec = student or (cfg.model.arch if resume or (config_file is not None and cfg.model.arch != _D.model.arch) else None)
     if spec is None and getattr(cls, "shares_teacher", False):
         from ..compress import model_spec
 
