@@ -149,7 +149,8 @@ def test_fakd_affinity_blocked_equals_full_value_and_gradient():
     assert np.allclose(np_(spatial_affinity(fs)), _affinity_loops(fs), atol=1e-5)
     want = np.abs(_affinity_loops(fs) - _affinity_loops(ft)).mean()
     grads = []
-    for block in (1 << 20, 5, 1):  # one block, several blocks under checkpointing, one row at a time
+    # one tile; 4x4 and 2x2 tiles (uneven last tile) under checkpointing; 1x1 tiles
+    for block in (1 << 20, 32, 8, 1):
         x = fs.clone().requires_grad_(True)
         loss = affinity_l1(x, ft, block_elems=block)
         assert loss.item() == pytest.approx(want, rel=1e-5)

@@ -6,14 +6,16 @@ and teacher affinities at each tap, summed over taps, weight 10, plus the output
 (1-alpha) L1(S, HR) + alpha L1(S, T) of the official code (``code/loss.py``, alpha = 0.5).
 
 A is quadratic in HW: 48x48 patches give 2304^2 entries per sample and tap, ~5 GB for a batch
-of 16 over three taps and two networks if materialised with its gradient. We compute the L1 in
-blocks of rows under activation checkpointing, so at most one block of A lives at a time and
-the backward recomputes it; the gradient still reaches the student (the copy of FAKD in the
-DUKD repository wraps the per-tap losses in ``torch.tensor(...)`` and loses it).
+of 16 over three taps and two networks if materialised with its gradient. We compute the L1 over
+square tiles of A under activation checkpointing, so at most one tile lives at a time and the
+backward recomputes it; by symmetry only the tiles on and above the diagonal are computed. The
+gradient still reaches the student (the copy of FAKD in the DUKD repository wraps the per-tap
+losses in ``torch.tensor(...)`` and loses it).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -36,27 +38,32 @@ def spatial_affinity(feat: torch.Tensor) -> torch.Tensor:
     return f.transpose(1, 2) @ f
 
 
-def _block_l1_sum(fs: torch.Tensor, ft: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    a_s = fs[:, :, start:stop].transpose(1, 2) @ fs
-    a_t = ft[:, :, start:stop].transpose(1, 2) @ ft
+def _tile_l1_sum(fs: torch.Tensor, ft: torch.Tensor, r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
+    a_s = fs[:, :, r0:r1].transpose(1, 2) @ fs[:, :, c0:c1]
+    a_t = ft[:, :, r0:r1].transpose(1, 2) @ ft[:, :, c0:c1]
     return (a_s - a_t).abs().sum()
 
 
-def affinity_l1(fs_feat: torch.Tensor, ft_feat: torch.Tensor, block_elems: int = 1 << 24) -> torch.Tensor:
-    """mean |A_S - A_T| over (B, HW, HW) without holding either matrix in memory at once."""
+def affinity_l1(fs_feat: torch.Tensor, ft_feat: torch.Tensor, block_elems: int = 1 << 22) -> torch.Tensor:
+    """mean |A_S - A_T| over (B, HW, HW) without holding either matrix in memory at once.
+
+    A is symmetric, so only the tiles on and above the diagonal are computed (off-diagonal tiles
+    count twice): half the work of the full matrix. Each tile holds at most ``block_elems``
+    entries per network and is recomputed in the backward pass (checkpointing).
+    """
     with torch.autocast(fs_feat.device.type, enabled=False):  # affinities in fp32, whatever the step runs in
         fs, ft = normalize_positions(fs_feat), normalize_positions(ft_feat).detach()
         b, _, n = fs.shape
-        rows = max(1, block_elems // (b * n))
-        if rows >= n:
-            return _block_l1_sum(fs, ft, 0, n) / (b * n * n)
+        tile = max(1, math.isqrt(max(1, block_elems // b)))
+        if tile >= n:
+            return _tile_l1_sum(fs, ft, 0, n, 0, n) / (b * n * n)
+        edges = list(range(0, n, tile)) + [n]
         total = fs.new_zeros(())
-        for start in range(0, n, rows):
-            stop = min(n, start + rows)
-            if fs.requires_grad:
-                total = total + checkpoint(_block_l1_sum, fs, ft, start, stop, use_reentrant=False)
-            else:
-                total = total + _block_l1_sum(fs, ft, start, stop)
+        for i in range(len(edges) - 1):
+            for j in range(i, len(edges) - 1):
+                args = (fs, ft, edges[i], edges[i + 1], edges[j], edges[j + 1])
+                part = checkpoint(_tile_l1_sum, *args, use_reentrant=False) if fs.requires_grad else _tile_l1_sum(*args)
+                total = total + (part if i == j else 2.0 * part)
         return total / (b * n * n)
 
 
@@ -71,7 +78,7 @@ class FAKDParams(Params):
         "(EDSR-PyTorch), which sets their balance against the scale-free affinity term; 1 = DUKD's balance",
         min=1e-6,
     )
-    block_elems: int = hp(1 << 24, "affinity entries computed at once (memory bound, not a result)", min=1)
+    block_elems: int = hp(1 << 22, "affinity entries computed at once per network (memory bound, not a result)", min=1)
     taps: tuple[str, ...] = hp(TAPS, "feature taps: declared names, module paths, or student_path:teacher_path")
 
 
