@@ -136,6 +136,6 @@ def evaluate(
 
 def sr_image(upscaler: Upscaler, lr: np.ndarray, self_ensemble: bool = False) -> np.ndarray:
     """uint8 HxWx3 LR -> quantized uint8 SR image."""
-    x = torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1).unsqueeze(0).float().div_(255)
+    x = torch.from_numpy(lr.astype(np.float32)).permute(2, 0, 1).unsqueeze(0).div_(255)  # astype copies: safe for read-only arrays
     out = upscaler.process(x, self_ensemble=self_ensemble)
     return quantize(out[0])
