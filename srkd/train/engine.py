@@ -353,7 +353,7 @@ class _Display:
     def __init__(self, console, total: int, start: int, enabled: bool):
         self.console, self.total, self.enabled = console, total, enabled
         self.bar = None
-        self.last_line = time.monotonic()
+        self.last_line, self.last_step = time.monotonic(), start
         self.fields = {"loss": "-", "lr": "-", "val": "-", "ips": "-"}
         if enabled and console.is_terminal:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -370,8 +370,8 @@ class _Display:
         self.fields.update(fields)
         if self.bar is not None:
             self.bar.update(self.task, completed=step, **fields)
-        elif self.enabled and (time.monotonic() - self.last_line > 60 or step == self.total):
-            self.last_line = time.monotonic()
+        elif self.enabled and step != self.last_step and (time.monotonic() - self.last_line > 60 or step == self.total):
+            self.last_line, self.last_step = time.monotonic(), step
             f = self.fields
             self.console.print(f"step {step}/{self.total}  {f['ips']} it/s  loss {f['loss']}  lr {f['lr']}  val {f['val']}")
 
@@ -567,6 +567,12 @@ def _train(cfg, method_factory, overwrite, resume, progress, console, d: Dist, w
         net = DDP(method, device_ids=[device.index] if device.type == "cuda" else None,
                   find_unused_parameters=len(trainable) > 1, **sync)
 
+    if show:
+        n_params = sum(p.numel() for p in params)
+        console.print(f"training {cfg.model.arch} x{cfg.model.scale} ({n_params:,} trainable parameters) on "
+                      f"{len(dataset.images)} images: batch {cfg.data.batch}"
+                      f"{f' x {d.world} processes' if d.active else ''}, LR patch {cfg.data.patch}, {precision} on {device}"
+                      f"{f' ({torch.get_num_threads()} threads)' if device.type == 'cpu' else ''}, steps {start + 1}-{total} -> {run.path}")
     batches = Batches(dataset, seed, d.rank, cfg.data.batch, cfg.data.augment, start + 1, cfg.data.workers)
     display = _Display(console, total, start, show)
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
