@@ -13,7 +13,7 @@ from torch import nn
 
 from conftest import data_path
 from srkd.distill import METHODS, build_distiller, method_doc
-from srkd.distill.upcycle import augment, draw_augmentations, revert_official
+from srkd.distill.upcycle import draw_augmentations
 from srkd.errors import SrkdError
 from srkd.models import build_from_spec
 from test_dukd_upcycle import _numpy_augment, _ref_down

@@ -3,9 +3,9 @@ tensors are reported."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-import pytest
 from srkd.distill.init import init_student
 from srkd.errors import SrkdError
 from srkd.io.checkpoint import save_model
