@@ -458,6 +458,7 @@ def upscale_files(
     Errors that concern the whole batch (no such input, unknown model or device, bad option)
     raise :class:`SrkdError` before anything is written.
     """
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from .infer import Upscaler
@@ -524,7 +525,7 @@ def upscale_files(
             bar.update(tiles, completed=done, total=total)
 
         for job in todo:
-            bar.update(images, description=f"images ({job.src.name})")
+            bar.update(images, description=f"images ({escape(job.src.name)})")
             t0 = time.perf_counter()
             try:
                 img = read_image(job.src)

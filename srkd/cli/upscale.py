@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
         precision: str = typer.Option(
             "auto", help="auto (bf16/fp16 where the device is fast at it and the model's output stays within 4/255 of fp32), fp32, bf16 or fp16.",
         ),
-        compile: bool = typer.Option(False, "--compile", help="torch.compile the model (pays off for many images of one size)."),
+        compile: bool = typer.Option(False, "--compile", help="torch.compile the model (experimental: slower than eager on the CPU measured, see docs/upscale.md)."),
         alpha: str = typer.Option("model", help="Alpha channel: 'model' (upscaled by the network) or 'resize' (Lanczos)."),
         self_ensemble: bool = typer.Option(False, "--self-ensemble", help="Average the 8 flips/transposes: best quality, 8x slower."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
