@@ -41,7 +41,8 @@ from .kd import KD, KDParams
 EPS = 1e-7  # the released ContrasLoss's guard on the negative distance
 LEVEL_WEIGHTS = ("0.03125", "0.0625", "0.125", "0.25", "1")  # paper appendix; config cl_opt.weights
 INTERVALS = ("1000", "2000", "3000")  # config train.step
-BOUNDS = ("0.4", "0.8")  # the code's phases: iterations 1-100k, 100k-200k, 200k-250k of 250k
+BOUNDS = ("0.3333", "0.6667")  # the paper/issue: three thirds of training
+CODE_BOUNDS = ("0.4", "0.8")  # the code's phases: iterations 1-100k, 100k-200k, 200k-250k of 250k
 REFERENCE_STEPS = 250_000  # config total_iter
 
 
@@ -293,8 +294,8 @@ class DCKDParams(KDParams):
     resize_prob: float = hp(0.0, "probability of a down/up resize and back per copy (scale 0.5-1.5; 0 in the config)", min=0.0, max=1.0)
     history_alpha: float = hp(0.1, "history update his <- alpha*his + (1-alpha)*ema (paper appendix)", min=0.0, max=1.0)
     history_steps: tuple[str, ...] = hp(INTERVALS, "update interval in each phase, at the reference run length (config train.step)")
-    history_bounds: tuple[str, ...] = hp(BOUNDS, "phase boundaries as fractions of the run (code: 100k and 200k of 250k; "
-                                         "thirds: 0.3333,0.6667)")
+    history_bounds: tuple[str, ...] = hp(BOUNDS, "phase boundaries as fractions of the run (default: thirds; "
+                                         "the released code: 0.4,0.8, i.e. 100k and 200k of 250k)")
     history_reference: int = hp(REFERENCE_STEPS, "run length the intervals are given for; they scale with train.steps "
                                 "(0: use them as they are)", min=0)
     history_source: str = hp("ema", "what the history model follows: the engine's EMA student (code) or the raw student",
