@@ -71,9 +71,11 @@ PRECISION_MIN_PSNR = 45.0
 MAX_AUTO_PAD = 64  # LR px; see module docstring
 PAD_MARGIN = 2  # LR px beyond the traced radius: covers sub-pixel stages and resampling ops
 MIN_TILE = 32  # LR px; below this the padding dominates and OOM retry gives up
-# CPU: moderate tiles run faster than whole images (activations stay in cache); measured sweet
-# spot for the bundled model on AVX-512 with bf16, see docs/upscale.md.
-CPU_TILE = 192
+# CPU: tiles whose estimated working set is about this size (192 px for CARN-M in bf16). Larger
+# windows amortise the exact pad better but leave the caches; this also bounds peak memory
+# (a 4096x4096 output stays well under 2 GiB). Measured in docs/upscale.md.
+CPU_WORKING_SET = 512 << 20
+CPU_MAX_TILE = 512
 CPU_MEMORY_FRACTION = 0.25  # of MemAvailable, for one batch of tiles (host RAM is shared)
 CUDA_MEMORY_FRACTION = 0.7  # of free device memory after the model is loaded
 
@@ -537,7 +539,10 @@ class Upscaler:
         if self.global_context and fits_whole:
             return None, 1  # exact without the pool-sync passes
         if self.device.type == "cpu":
-            tile = CPU_TILE
+            window = math.isqrt(int(min(CPU_WORKING_SET, budget) / per_px))
+            # ...but never a tile so small that the pad dominates (deep nets have big pads).
+            tile = (window - 2 * self.tile_pad) // 8 * 8
+            tile = min(CPU_MAX_TILE, max(MIN_TILE, tile, 2 * self.tile_pad))
         elif fits_whole:
             return None, 1
         else:
