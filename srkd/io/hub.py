@@ -10,14 +10,13 @@ A reference is one of
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
 from ..errors import SrkdError
 from ..models.registry import PRESETS
 from .checkpoint import ModelFile, load_model_file
-from .zoo import bundled_model_path, preset_weights
+from .zoo import bundled_model_path, preset_weights, sha256_file
 
 HF_PATTERN = re.compile(r"^hf://(?P<repo>[\w.-]+/[\w.-]+)(?:/(?P<file>[^@]+))?(?:@(?P<rev>[\w./-]+))?$")
 DEFAULT_HF_FILE = "model.safetensors"
@@ -46,11 +45,8 @@ def load_model(ref: str | None = None, scale: int | None = None, progress: bool 
 
 
 def model_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """sha256 of a model file (recorded as a teacher's identity in provenance)."""
+    return sha256_file(path)
 
 
 def _hf_download(ref: str) -> Path:

@@ -18,7 +18,6 @@ the previous one is used instead, with a warning.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import random
 import re
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import SrkdError
+from ..io.zoo import sha256_file
 from ..io.files import atomic_path
 from . import config as C
 
@@ -45,14 +45,6 @@ RUN_DIRS = ("checkpoints", "tb")
 
 class CheckpointWarning(UserWarning):
     pass
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
