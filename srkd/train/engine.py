@@ -192,6 +192,28 @@ class Dist:
 
             dist.barrier()
 
+    def main_first(self, fn, share: bool = False):
+        """Run ``fn`` on rank 0 only; its SrkdError is raised on every rank, and with ``share`` its
+        (picklable) result is sent to every rank, else the other ranks get None.
+
+        Without this, an error on rank 0 would leave the other ranks waiting in a collective.
+        """
+        if not self.active:
+            return fn()
+        import torch.distributed as dist
+
+        result, error = None, None
+        if self.main:
+            try:
+                result = fn()
+            except SrkdError as exc:
+                error = str(exc)
+        box = [error, result if share else None]
+        dist.broadcast_object_list(box, src=0)
+        if box[0] is not None:
+            raise SrkdError(box[0])
+        return result if self.main else box[1]
+
 
 def setup_distributed(device_pref: str) -> Dist:
     """Join the torchrun process group if launched under torchrun (WORLD_SIZE > 1)."""
@@ -440,7 +462,16 @@ def _train(cfg, method_factory, overwrite, resume, progress, console, d: Dist, w
     from ..data.patches import Batches, TrainingSet
 
     run = RunDir(cfg.run.out)
-    plan = run.plan(cfg, overwrite=overwrite, resume=resume)
+
+    def prepare():
+        plan = run.plan(cfg, overwrite=overwrite, resume=resume)
+        if plan.clear:
+            run.clear()
+        run.write_config(cfg)
+        return plan
+
+    # Rank 0 alone decides and writes; the others must not look at a half-written folder.
+    plan = d.main_first(prepare, share=True)
     fingerprint = C.fingerprint(cfg)
     show = progress and d.main
     notes: list[str] = []
@@ -450,21 +481,13 @@ def _train(cfg, method_factory, overwrite, resume, progress, console, d: Dist, w
         if d.main:
             console.print(f"[yellow]warning:[/] {msg}")
 
-    if d.main:
-        if plan.clear:
-            run.clear()
-        run.write_config(cfg)
-    d.barrier()
-
     device = _resolve_device(cfg.train.device, d)
     if device.type == "cpu":
         torch.set_num_threads(_cpu_threads(cfg, d))
 
     # rank 0 fills the LR / decoded caches first so the others only read them
-    dataset = None
-    if d.main:
-        dataset = TrainingSet(cfg.data.sources, cfg.model.scale, cfg.data.patch, cfg.data.cache, progress=show)
-    d.barrier()
+    dataset = d.main_first(lambda: TrainingSet(cfg.data.sources, cfg.model.scale, cfg.data.patch, cfg.data.cache,
+                                               progress=show))
     if dataset is None:
         dataset = TrainingSet(cfg.data.sources, cfg.model.scale, cfg.data.patch, cfg.data.cache, progress=False)
     if dataset.skipped and d.main:
