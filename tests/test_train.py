@@ -231,7 +231,7 @@ def test_two_process_gloo_ranks_agree(images, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "srkd",
            *cli_args(images, run, 6, "--device", "cpu", "--ckpt-every", "3")]
-    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)  # slack for a loaded machine
     assert proc.returncode == 0, proc.stderr[-2000:]
     end = [r for r in read_metrics(run / "metrics.jsonl") if r.get("kind") == "end"][-1]
     assert len(end["rank_hashes"]) == 2 and end["rank_hashes"][0] == end["rank_hashes"][1]
