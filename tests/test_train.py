@@ -292,3 +292,29 @@ def test_cli_error_has_no_traceback_in_a_subprocess(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "srkd", "teacher-train", "--arch", "nope", "--data", str(tmp_path),
                            "--out", str(tmp_path / "r")], env=_env(), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "unknown model 'nope'" in proc.stderr
+
+
+def test_tensorboard_scalars_when_available(tmp_path, monkeypatch):
+    import types
+
+    from srkd.train.runs import MetricsLog, RunDir
+
+    calls = []
+
+    class Writer:
+        def __init__(self, logdir):
+            calls.append(("dir", logdir))
+
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, value, step))
+
+        def close(self):
+            calls.append(("closed",))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+    log = MetricsLog(RunDir(tmp_path), tensorboard=True)
+    log.write({"step": 3, "loss": 0.5, "l1": 0.5, "lr": 1e-4})
+    log.write({"kind": "val", "step": 3, "set5_psnr": 30.0})
+    log.close()
+    assert ("dir", str(tmp_path / "tb")) in calls and ("train/loss", 0.5, 3) in calls and ("val/set5_psnr", 30.0, 3) in calls
+    assert calls[-1] == ("closed",) and len(read_metrics(tmp_path / "metrics.jsonl")) == 2
