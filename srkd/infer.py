@@ -670,6 +670,7 @@ class Upscaler:
         h, w = x.shape[-2:]
         s = self.scale
         tiles = plan_tiles(h, w, tile, self.tile_pad)
+        groups = [tiles[i : i + batch] for i in range(0, len(tiles), batch)]
         sync = self._pool_sync if len(tiles) > 1 else None
         # Global pools: pass 1 collects image-wide statistics (with per-tile pooling), pass 2
         # re-collects them with pass 1's statistics applied, pass 3 produces the output. Each
@@ -677,33 +678,51 @@ class Upscaler:
         passes = [(True, False), (True, True), (False, True)] if sync else [(False, False)]
         total = len(tiles) * len(passes)
         done = 0
-        # uint8 output is rounded per tile on the device: 4x less to transfer and to hold.
+
+        def window(group):
+            return torch.cat([x[:, :, t.window[0] : t.window[1], t.window[2] : t.window[3]] for t in group])
+
+        def run(group, last: bool):
+            xb = window(group)
+            if sync:
+                sync.window_hw = (xb.shape[-2], xb.shape[-1])
+                sync.cores = [
+                    (t.core[0] - t.window[0], t.core[1] - t.window[0], t.core[2] - t.window[2], t.core[3] - t.window[2])
+                    for t in group
+                ]
+            y = self._run_batch(xb)
+            if y.shape[-2] != xb.shape[-2] * s or y.shape[-1] != xb.shape[-1] * s:
+                raise SrkdError(f"the model returned {tuple(y.shape)} for a {tuple(xb.shape)} input; expected x{s}")
+            if not last:
+                return None
+            y = y.clamp_(0.0, 1.0)
+            if out_dtype == torch.uint8:  # rounded on the device: 4x less to transfer and to hold
+                y = y.mul_(255.0).round_().to(torch.uint8)
+            return y.cpu()
+
         out = torch.empty(1, 3, h * s, w * s, dtype=out_dtype) if len(tiles) > 1 else None
+        workers = self._cpu_workers(len(groups), groups[0]) if not sync else 1
+        threads = torch.get_num_threads()
+        pool = None
         try:
+            if workers > 1:
+                # Several tiles at once, one thread each, beat one tile on several threads: small
+                # convolutions scale badly across threads, and on a busy machine every
+                # intra-op barrier waits for a descheduled thread (measured in docs/upscale.md).
+                from concurrent.futures import ThreadPoolExecutor
+
+                torch.set_num_threads(1)
+                pool = ThreadPoolExecutor(workers, thread_name_prefix="srkd-tile")
             for p, (record, apply) in enumerate(passes):
                 if sync:
                     sync.start_pass(record, apply)
                 last = p == len(passes) - 1
-                for i in range(0, len(tiles), batch):
-                    group = tiles[i : i + batch]
-                    xb = torch.cat([x[:, :, t.window[0] : t.window[1], t.window[2] : t.window[3]] for t in group])
-                    if sync:
-                        sync.window_hw = (xb.shape[-2], xb.shape[-1])
-                        sync.cores = [
-                            (t.core[0] - t.window[0], t.core[1] - t.window[0], t.core[2] - t.window[2], t.core[3] - t.window[2])
-                            for t in group
-                        ]
-                    y = self._run_batch(xb)
-                    if y.shape[-2] != xb.shape[-2] * s or y.shape[-1] != xb.shape[-1] * s:
-                        raise SrkdError(f"the model returned {tuple(y.shape)} for a {tuple(xb.shape)} input; expected x{s}")
-                    if last:
-                        y = y.clamp_(0.0, 1.0)
-                        if out_dtype == torch.uint8:
-                            y = y.mul_(255.0).round_().to(torch.uint8)
-                        y = y.cpu()
-                        if len(tiles) == 1:  # the whole image: no stitching, no second buffer
-                            out = y
-                        for b, t in enumerate(group if len(tiles) > 1 else ()):
+                results = pool.map(run, groups, [last] * len(groups)) if pool else (run(g, last) for g in groups)
+                for group, y in zip(groups, results):
+                    if last and len(tiles) == 1:  # the whole image: no stitching, no second buffer
+                        out = y
+                    elif last:
+                        for b, t in enumerate(group):
                             (cy0, cy1, cx0, cx1), (wy0, _, wx0, _) = t.core, t.window
                             out[:, :, cy0 * s : cy1 * s, cx0 * s : cx1 * s] = y[
                                 b : b + 1, :, (cy0 - wy0) * s : (cy1 - wy0) * s, (cx0 - wx0) * s : (cx1 - wx0) * s
@@ -713,9 +732,21 @@ class Upscaler:
                     if progress is not None:
                         progress(done, total)
         finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+                torch.set_num_threads(threads)
             if sync:
                 sync.start_pass(False, False)
         return out
+
+    def _cpu_workers(self, n_groups: int, group) -> int:
+        """Tiles processed concurrently: CPU only, bounded by threads, tiles and memory."""
+        if self.device.type != "cpu" or n_groups < 2 or self._compiled:
+            return 1
+        t = group[0]
+        window_px = len(group) * (t.window[1] - t.window[0]) * (t.window[3] - t.window[2])
+        fit = int(available_memory(self.device) // max(1.0, window_px * self.bytes_per_px()))
+        return max(1, min(torch.get_num_threads(), n_groups, fit))
 
     def __repr__(self) -> str:
         tile = self.tile_mode if self.tile_mode == "auto" else (self.tile or "none")
