@@ -389,12 +389,22 @@ class _Fp32Conv:
     @staticmethod
     def forward(self: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         device_type = x.device.type
-        low = _autocast_dtype(device_type)
+        low = getattr(self, "_srkd_low", None) or _autocast_dtype(device_type)
         if low is None or self.in_channels != 3:
             return self._conv_forward(x, self.weight, self.bias)
         with torch.autocast(device_type=device_type, enabled=False):
             y = self._conv_forward(x.float(), self.weight, self.bias)
         return y if self.out_channels == 3 else y.to(low)
+
+
+def _cast_copy(net: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A copy of ``net`` with weights in ``dtype``, except the convolutions that read the image."""
+    low = copy.deepcopy(net).to(dtype)
+    for m in low.modules():
+        if isinstance(m, nn.Conv2d) and m.in_channels == 3:
+            m.float()
+            m._srkd_low = dtype
+    return low
 
 
 def _autocast_dtype(device_type: str) -> torch.dtype | None:
@@ -463,15 +473,30 @@ class Upscaler:
                 m.forward = types.MethodType(_Fp32Conv.forward, m)
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
-        self.net = net
-        self._forward = net
-        self._pool_sync = _PoolSync(self.trace.global_pools) if self.trace.global_pools else None
+        self.net = net  # fp32
+        self._active = self._forward = None  # set once the precision is settled
+        # Low precision runs on a copy whose weights are cast once (autocast would cast them at
+        # every call: ~20 % of CARN-M's time on CPU). Models that do not run that way (an op
+        # mixing dtypes) use autocast on the fp32 network instead.
+        self._low_net: nn.Module | None = None
+        if self.precision != "fp32":
+            self._low_net = _cast_copy(net, _DTYPES[self.precision])
+            if not will_check:
+                self._probe_low(torch.rand(1, 3, 16, 16))
 
         if will_check:
             ok, why = self.check_precision(self.precision, reference=self.trace.output)
             if not ok:
                 self._note(f"{self.precision} changes this model's output ({why}); using fp32")
                 self.precision = "fp32"
+                self._low_net = None
+        self._active = self._low_net if self._low_net is not None else self.net
+        self._forward = self._active
+        self._pool_sync = None
+        if self.trace.global_pools:
+            names = {id(m): n for n, m in net.named_modules()}
+            by_name = dict(self._active.named_modules())
+            self._pool_sync = _PoolSync([by_name[names[id(p)]] for p in self.trace.global_pools])
 
         self.tile_pad = self._resolve_pad(tile_pad)
         self.tile_mode = self._resolve_tile_arg(tile)
@@ -483,10 +508,20 @@ class Upscaler:
 
         if compile:
             try:
-                self._forward = torch.compile(self.net, dynamic=False)
+                self._forward = torch.compile(self._active, dynamic=False)
             except Exception as exc:  # noqa: BLE001 - compile support varies by platform
                 self._note(f"torch.compile is unavailable here ({type(exc).__name__}); running eagerly")
-        self._compiled = compile and self._forward is not self.net
+        self._compiled = compile and self._forward is not self._active
+
+    def _probe_low(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the low-precision path once; switch from cast weights to autocast if they fail."""
+        try:
+            return self._run_batch(x, self.precision)
+        except RuntimeError as exc:
+            if self._low_net is None or is_out_of_memory(exc):
+                raise
+            self._low_net = None
+            return self._run_batch(x, self.precision)
 
     # ------------------------------------------------------------------ configuration helpers
 
@@ -564,7 +599,7 @@ class Upscaler:
         x = _real_image_crop()
         ref = (self._run_batch(x, "fp32") if reference is None else reference).float().cpu()
         try:
-            low = self._run_batch(x, precision).float().cpu()
+            low = (self._probe_low(x) if precision == self.precision else self._run_batch(x, precision)).float().cpu()
         except RuntimeError as exc:
             return False, f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:120]}"
         if not torch.isfinite(low).all():
@@ -587,22 +622,28 @@ class Upscaler:
         xb = xb.to(self.device, non_blocking=pin)
         if self.channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
-        forward = self._forward if precision == self.precision else self.net
+        if precision == "fp32":
+            net, autocast = self.net, None
+        elif precision == self.precision and self._low_net is not None:
+            net, autocast = self._low_net, None
+        else:
+            net, autocast = self.net, _DTYPES[precision]
+        forward = self._forward if precision == self.precision and net is self._active else net
         try:
-            return self._call(forward, xb, precision)
+            return self._call(forward, xb, autocast)
         except Exception as exc:  # noqa: BLE001 - compilation failures surface on the first call
-            if forward is self.net or is_out_of_memory(exc):
+            if forward is net or is_out_of_memory(exc):
                 raise
             self._note(f"torch.compile failed ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:120]}); running eagerly")
-            self._forward, self._compiled = self.net, False
-            return self._call(self.net, xb, precision)
+            self._forward, self._compiled = self._active, False
+            return self._call(net, xb, autocast)
 
-    def _call(self, forward, xb: torch.Tensor, precision: str) -> torch.Tensor:
+    def _call(self, forward, xb: torch.Tensor, autocast: torch.dtype | None) -> torch.Tensor:
         # no_grad rather than inference_mode: results are ordinary tensors the caller may edit.
         with torch.no_grad():
-            if precision == "fp32":
+            if autocast is None:
                 return forward(xb).float()
-            with torch.autocast(device_type=self.device.type, dtype=_DTYPES[precision]):
+            with torch.autocast(device_type=self.device.type, dtype=autocast):
                 return forward(xb).float()
 
     def process(
