@@ -8,7 +8,6 @@ and the student, builds the method (:mod:`srkd.distill`) and compares the two ne
 from __future__ import annotations
 
 import os
-import signal
 import time
 from pathlib import Path
 
@@ -103,11 +102,9 @@ def register(app: typer.Typer) -> None:
             from .train import print_summary
 
             print_summary(console, result)
-        if result.interrupted is not None:
-            if main:
-                console.print(f"interrupted at step {result.step}/{result.steps}; checkpoint saved in {result.run_dir}. "
-                              "Run the same command again (or add --resume) to continue.")
-            raise typer.Exit(130 if result.interrupted == signal.SIGINT else 143)
+        from .train import exit_if_interrupted
+
+        exit_if_interrupted(console, result, main)
         if not main or result.model_path is None:
             return
         comparison = None

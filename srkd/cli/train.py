@@ -122,11 +122,17 @@ def register(app: typer.Typer) -> None:
         result = train(cfg, overwrite=overwrite, resume=resume, progress=not quiet, console=console)
         if main and not quiet:
             print_summary(console, result)
-        if result.interrupted is not None:
-            if main:
-                console.print(f"interrupted at step {result.step}/{result.steps}; checkpoint saved in {result.run_dir}. "
-                              "Run the same command again (or add --resume) to continue.")
-            raise typer.Exit(130 if result.interrupted == signal.SIGINT else 143)
+        exit_if_interrupted(console, result, main)
+
+
+def exit_if_interrupted(console, result, main: bool) -> None:
+    """After SIGINT/SIGTERM the engine has saved a checkpoint: say how to go on, exit 130/143."""
+    if result.interrupted is None:
+        return
+    if main:
+        console.print(f"interrupted at step {result.step}/{result.steps}; checkpoint saved in {result.run_dir}. "
+                      "Run the same command again (or add --resume) to continue.")
+    raise typer.Exit(130 if result.interrupted == signal.SIGINT else 143)
 
 
 def print_summary(console, result) -> None:
