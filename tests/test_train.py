@@ -318,3 +318,36 @@ def test_tensorboard_scalars_when_available(tmp_path, monkeypatch):
     log.close()
     assert ("dir", str(tmp_path / "tb")) in calls and ("train/loss", 0.5, 3) in calls and ("val/set5_psnr", 30.0, 3) in calls
     assert calls[-1] == ("closed",) and len(read_metrics(tmp_path / "metrics.jsonl")) == 2
+
+
+# --------------------------------------------------------------------------------- warm start
+
+
+def test_init_warm_starts_from_another_scale(images, tmp_path):
+    """--init x2 weights into a x4 run (EDSR's recipe): everything but the upsampler starts from the
+    file, the upsampler is fresh, the reference is recorded, and a wrong file fails before any run
+    folder is written."""
+    from srkd.io.checkpoint import load_model_file, save_model
+    from srkd.models import build_from_spec
+
+    torch.manual_seed(3)
+    src = build_from_spec(TINY + ",scale=2")
+    src_file = save_model(src, tmp_path / "x2.safetensors")
+    args = cli_args(images, tmp_path / "run", 1, "--lr", "1e-12", "--ema", "0", "--init", str(src_file))
+    args[args.index("--scale") + 1] = "4"
+    code, out, err = run_cli(*args)
+    assert code == 0, err
+    mf = load_model_file(tmp_path / "run" / "model.safetensors")
+    assert mf.model.scale == 4 and mf.provenance["init"] == str(src_file.resolve())
+    got, ref = mf.model.state_dict(), src.state_dict()
+    body = [k for k in got if not k.startswith("tail.")]
+    assert body and all(torch.allclose(got[k], ref[k], atol=1e-6) for k in body)
+    # the last conv has the same shape at x2 and x4 but belongs to the upsampler: not copied
+    assert got["tail.1.weight"].shape == ref["tail.1.weight"].shape
+    assert not torch.allclose(got["tail.1.weight"], ref["tail.1.weight"], atol=1e-3)
+
+    wrong = save_model(build_from_spec("edsr:n_resblocks=1,n_feats=4,scale=2"), tmp_path / "narrow.safetensors")
+    code, out, err = run_cli(*cli_args(images, tmp_path / "run2", 1, "--init", str(wrong)))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and not (tmp_path / "run2").exists(), err
+    code, out, err = run_cli(*cli_args(images, tmp_path / "run3", 1, "--init", str(tmp_path / "missing.safetensors")))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and not (tmp_path / "run3").exists(), err

@@ -92,6 +92,7 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(None, help=f"Data threads assembling batches ahead (0: in the training loop). (default: {_D.data.workers})"),
         threads: int = typer.Option(None, help=f"Torch CPU threads (0: cores minus workers). (default: {_D.train.threads})"),
         augment: bool = typer.Option(None, "--augment/--no-augment", help="Random flips and 90-degree rotations. (default: augment)"),
+        init: str = typer.Option(None, "--init", help="Start from these weights instead of random initialisation: a model file, preset or hf:// of the same architecture, also of another scale (all but the upsampler loads, as EDSR trains x3/x4 from x2). (default: none)"),
         config: Path = typer.Option(None, "--config", help="YAML file with any of the options (sections model, data, optim, schedule, train, val, run); command-line options override it."),
         set_: list[str] = typer.Option(None, "--set", help="Override any config key: SECTION.KEY=VALUE (repeatable), e.g. optim.betas=0.9,0.99."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (options not given are taken from its config). Re-running the same command also resumes."),
@@ -119,10 +120,35 @@ def register(app: typer.Typer) -> None:
             raise SrkdError("no run folder: give --out DIR (or run.out in --config)")
         main = int(os.environ.get("RANK", "0")) == 0
         console = Console()
-        result = train(cfg, overwrite=overwrite, resume=resume, progress=not quiet, console=console)
+        if init is not None:
+            local = Path(init).expanduser()
+            cfg.method.init = str(local.resolve()) if local.exists() else init  # presets and hf:// stay references
+        factory = warm_start(cfg, console.print if main and not quiet else None) if cfg.method.init else None
+        result = train(cfg, factory, overwrite=overwrite, resume=resume, progress=not quiet, console=console)
         if main and not quiet:
             print_summary(console, result)
         exit_if_interrupted(console, result, main)
+
+
+def warm_start(cfg, log):
+    """Supervised training from ``cfg.method.init`` instead of random weights.
+
+    The file is checked on a throw-away network first, so that a wrong file fails before the run
+    folder is written. On resume the checkpoint then replaces these weights.
+    """
+    from ..distill.init import init_student
+    from ..train.engine import Supervised, build_student
+
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        init_student(build_student(cfg.model), cfg.method.init, log=None)
+
+    def factory(student):
+        init_student(student, cfg.method.init, log=log)
+        return Supervised(student, cfg.optim.loss)
+
+    return factory
 
 
 def exit_if_interrupted(console, result, main: bool) -> None:

@@ -817,6 +817,7 @@ def _finish(cfg, run: RunDir, method, student, ema, dataset, d: Dist, log, best,
         provenance = {
             "method": (method.describe() if hasattr(method, "describe") else {"method": cfg.method.name}),
             "teacher": cfg.method.teacher,
+            "init": cfg.method.init,
             "arch": cfg.model.arch,
             "scale": cfg.model.scale,
             "data": [str(s) for s in cfg.data.sources],
