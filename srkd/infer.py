@@ -390,7 +390,7 @@ class _Fp32Conv:
     def forward(self: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         device_type = x.device.type
         low = getattr(self, "_srkd_low", None) or _autocast_dtype(device_type)
-        if low is None or self.in_channels != 3:
+        if low is None:
             return self._conv_forward(x, self.weight, self.bias)
         with torch.autocast(device_type=device_type, enabled=False):
             y = self._conv_forward(x.float(), self.weight, self.bias)
@@ -405,6 +405,11 @@ def _cast_copy(net: nn.Module, dtype: torch.dtype) -> nn.Module:
             m.float()
             m._srkd_low = dtype
     return low
+
+
+def _summary(exc: BaseException) -> str:
+    """``Type: first line of the message`` (at most 120 characters) for one-line notes."""
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:120]}"
 
 
 def _autocast_dtype(device_type: str) -> torch.dtype | None:
@@ -601,7 +606,7 @@ class Upscaler:
         try:
             low = (self._probe_low(x) if precision == self.precision else self._run_batch(x, precision)).float().cpu()
         except RuntimeError as exc:
-            return False, f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:120]}"
+            return False, _summary(exc)
         if not torch.isfinite(low).all():
             return False, "non-finite values"
         ref, low = ref.clamp(0, 1), low.clamp(0, 1)
@@ -634,7 +639,7 @@ class Upscaler:
         except Exception as exc:  # noqa: BLE001 - compilation failures surface on the first call
             if forward is net or is_out_of_memory(exc):
                 raise
-            self._note(f"torch.compile failed ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:120]}); running eagerly")
+            self._note(f"torch.compile failed ({_summary(exc)}); running eagerly")
             self._forward, self._compiled = self._active, False
             return self._call(net, xb, autocast)
 

@@ -136,10 +136,10 @@ def warm_start(cfg, log):
     The file is checked on a throw-away network first, so that a wrong file fails before the run
     folder is written. On resume the checkpoint then replaces these weights.
     """
+    import torch
+
     from ..distill.init import init_student
     from ..train.engine import Supervised, build_student
-
-    import torch
 
     with torch.random.fork_rng(devices=[]):
         init_student(build_student(cfg.model), cfg.method.init, log=None)
