@@ -4,7 +4,8 @@ Same weights (the bundled CARN-M x4, official weights), same input, two ways:
 
   (a) anchor: plain fp32 eager PyTorch on the whole image (model(x) under no_grad, then clamp and
       round to uint8), the way Real-ESRGAN's and EDSR-PyTorch's scripts run a model;
-  (b) srkd:   ``srkd.upscale`` with its defaults (precision auto, tile auto, channels_last).
+  (b) srkd:   ``srkd.upscale`` with its defaults (precision auto, tile auto, channels_last,
+              the srkd.fusion rewrites); and (b') the same without the rewrites, to show their share.
 
 Measured, each variant in its own fresh subprocess so that peak resident memory (ru_maxrss) is
 its own: output megapixels per second on a 512x512 input (x4 -> 2048x2048) after one warm-up
@@ -72,11 +73,11 @@ def _anchor_fn(net, device):
     return run
 
 
-def _srkd_fn(net, device):
+def _srkd_fn(net, device, fuse=True):
     from srkd.infer import Upscaler
     from srkd.upscale import upscale_array
 
-    up = Upscaler(net, device=device)
+    up = Upscaler(net, device=device, fuse=fuse)
 
     def run(img):
         return upscale_array(img, up)
@@ -94,7 +95,7 @@ def child(variant: str, size: int, device: str, threads: int, mode: str) -> dict
     net = _model()
     img = _input(size)
     t0 = time.perf_counter()
-    run = (_anchor_fn if variant == "anchor" else _srkd_fn)(net, device)
+    run = _anchor_fn(net, device) if variant == "anchor" else _srkd_fn(net, device, fuse=variant == "srkd")
     out = run(img)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -169,16 +170,16 @@ def main() -> None:
         return
 
     common = ["--device", args.device, "--threads", str(args.threads)]
-    runs: dict[str, list[dict]] = {"anchor": [], "srkd": []}
+    runs: dict[str, list[dict]] = {"anchor": [], "srkd": [], "srkd-unfused": []}
     for _ in range(args.repeats):
-        for variant in ("anchor", "srkd"):
+        for variant in runs:
             runs[variant].append(_spawn(["--child", variant, str(args.size), "speed", *common], args.threads))
     best = {v: min(r, key=lambda d: d["warm_s"]) for v, r in runs.items()}
     large = _spawn(["--child", "srkd", str(args.large), "memory", *common], args.threads)
     quality = _spawn(["--psnr-child", *common], args.threads)
 
     out_mp = (args.size * 4) ** 2 / 1e6
-    a, b = best["anchor"], best["srkd"]
+    a, b, u = best["anchor"], best["srkd"], best["srkd-unfused"]
     report = {
         "machine": f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {__import__('torch').__version__}",
         "device": args.device,
@@ -188,7 +189,9 @@ def main() -> None:
         "srkd": {"mp_per_s": out_mp / b["warm_s"], "warm_s": b["warm_s"], "cold_s": b["cold_s"], "peak_rss_mib": b["peak_rss_mib"],
                  "precision": b["precision"], "tile": b["tile"], "tile_pad": b["tile_pad"], "batch": b["batch"],
                  "all_warm_s": [r["warm_s"] for r in runs["srkd"]]},
+        "srkd_unfused": {"mp_per_s": out_mp / u["warm_s"], "warm_s": u["warm_s"], "all_warm_s": [r["warm_s"] for r in runs["srkd-unfused"]]},
         "speedup": a["warm_s"] / b["warm_s"],
+        "speedup_unfused": a["warm_s"] / u["warm_s"],
         "speedup_median": statistics.median(r["warm_s"] for r in runs["anchor"]) / statistics.median(r["warm_s"] for r in runs["srkd"]),
         "set5_psnr_anchor": quality["anchor"],
         "set5_psnr_srkd": quality["srkd"],
@@ -208,8 +211,10 @@ def main() -> None:
           f"{a['peak_rss_mib']:.0f} | {quality['anchor']:.4f} |")
     print(f"| (b) srkd defaults ({b['precision']}, tile {b['tile']}, pad {b['tile_pad']}) | {report['srkd']['mp_per_s']:.2f} | "
           f"{b['warm_s']:.2f} | {b['cold_s']:.2f} | {b['peak_rss_mib']:.0f} | {quality['srkd']:.4f} |")
+    print(f"| (b') srkd defaults without srkd.fusion | {report['srkd_unfused']['mp_per_s']:.2f} | {u['warm_s']:.2f} | "
+          f"{u['cold_s']:.2f} | {u['peak_rss_mib']:.0f} | |")
     print(f"speed-up {report['speedup']:.2f}x (best runs), {report['speedup_median']:.2f}x (medians of {args.repeats}); "
-          f"PSNR difference {report['set5_psnr_diff_db']:+.4f} dB")
+          f"PSNR difference {report['set5_psnr_diff_db']:+.4f} dB; without the rewrites {report['speedup_unfused']:.2f}x")
     print(f"{report['large']['output']} output with srkd defaults: peak RSS {large['peak_rss_mib']:.0f} MiB "
           f"(tile {large.get('tile')}), {large['cold_s']:.1f} s")
     if args.json:

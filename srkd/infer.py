@@ -456,6 +456,7 @@ class Upscaler:
         channels_last: bool = True,
         compile: bool = False,
         check_precision: bool = True,
+        fuse: bool = True,
     ):
         if hasattr(model, "model") and not isinstance(model, nn.Module):  # a ModelFile
             model = model.model
@@ -472,6 +473,11 @@ class Upscaler:
         # One fp32 pass does both jobs: trace, and the reference for the precision check.
         self.trace = trace_model(net, self.device, x=_real_image_crop() if will_check else None)
         self.scale = self.trace.scale
+        # after the trace: the fused convolutions no longer call their module (no hooks fire)
+        self.rewrites = {"folded_shuffles": 0, "conv_relu": 0}
+        if fuse and not self._rewrite(net):
+            net = copy.deepcopy(model).eval().requires_grad_(False).to(self.device)
+            self.trace = trace_model(net, self.device, x=_real_image_crop() if will_check else None)
         self.global_context = bool(self.trace.global_pools) or getattr(_describe(model), "receptive_radius", 0) == -1
         for m in net.modules():
             if isinstance(m, nn.Conv2d) and m.in_channels == 3:
@@ -517,6 +523,28 @@ class Upscaler:
             except Exception as exc:  # noqa: BLE001 - compile support varies by platform
                 self._note(f"torch.compile is unavailable here ({type(exc).__name__}); running eagerly")
         self._compiled = compile and self._forward is not self._active
+
+    def _rewrite(self, net: nn.Module) -> bool:
+        """srkd.fusion's rewrites of ``net`` in place; False if they changed the output (fp32, 1e-4)."""
+        from . import fusion
+
+        x = torch.rand(1, 3, 20, 20, generator=torch.Generator().manual_seed(0)).to(self.device)
+        with torch.no_grad():
+            ref = net(x)
+            folded = fusion.fold_shuffles(net, x)
+            fused = fusion.fuse_conv_relu(net) if self.device.type == "cpu" else 0
+            if not folded and not fused:
+                return True
+            try:
+                out = net(x)
+                same = out.shape == ref.shape and float((out - ref).abs().max()) <= 1e-4
+            except RuntimeError:
+                same = False
+        if same:
+            self.rewrites = {"folded_shuffles": folded, "conv_relu": fused}
+        else:
+            self._note("srkd.fusion changed this model's output; running it unfused")
+        return same
 
     def _probe_low(self, x: torch.Tensor) -> torch.Tensor:
         """Run the low-precision path once; switch from cast weights to autocast if they fail."""

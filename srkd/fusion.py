@@ -1,0 +1,155 @@
+"""Inference-only rewrites of a network that compute the same function with fewer memory passes.
+
+Used by :class:`srkd.infer.Upscaler` on its private copy of the model (never on the caller's).
+Two rewrites, both found by looking at what the network does rather than at its class:
+
+* **Shuffle folding.** ``conv3x3(pixel_shuffle(z, 2))`` with a thin output (the last
+  feature-to-RGB convolution of EDSR, RCAN and CARN) equals ``pixel_shuffle(conv3x3'(z), 2)``,
+  where ``conv3x3'`` reads the ``4C`` channels of ``z`` and writes ``4 x out`` channels. The
+  folded convolution has four times the multiply-adds (three quarters of its weights are zero)
+  and takes the same time on oneDNN, whose kernels are slow for 3 output channels anyway; what
+  goes away is the pixel shuffle of the widest tensor of the network (64 channels at the output
+  resolution), ~9 % of CARN-M x4 on CPU. Exact, also at the image border (a zero row at the
+  output resolution is part of a zero cell before the shuffle). Only x2 shuffles: for x3 the
+  folded convolution would have 9x the multiply-adds.
+* **Conv + ReLU.** On CPU, a ``Conv2d`` directly followed by ``ReLU`` in an ``nn.Sequential``
+  runs as one oneDNN convolution with a ReLU post-op (PyTorch's ``mkldnn._convolution_pointwise``,
+  the kernel ``torch.compile`` uses), saving a pass over the output (~10 % of such a pair).
+
+A pair is found by running the model once with hooks: the convolution's input must be the very
+tensor the shuffle returned. Whether the rewritten network still computes the same function is
+checked by the caller against the original output (fp32, 1e-4), and the rewrite dropped if not.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class FoldedShuffleConv(nn.Module):
+    """``conv(pixel_shuffle(z, r))`` computed as ``pixel_shuffle(folded(z), r)``."""
+
+    def __init__(self, conv: nn.Conv2d, r: int):
+        super().__init__()
+        o, c = conv.out_channels, conv.in_channels
+        w = conv.weight.detach()
+        folded = torch.zeros(o * r * r, c * r * r, 3, 3, dtype=w.dtype, device=w.device)
+        for a in range(r):
+            for b in range(r):
+                for dy in (-1, 0, 1):
+                    for dx in (-1, 0, 1):
+                        sy, sx = a + dy, b + dx  # where the tap lands at the output resolution
+                        ky, kx = sy // r + 1, sx // r + 1  # which pre-shuffle cell (-1, 0, +1)
+                        phase = (sy % r) * r + (sx % r)  # which sub-pixel of that cell
+                        folded[a * r + b :: r * r, phase :: r * r, ky, kx] = w[:, :, dy + 1, dx + 1]
+        self.conv = nn.Conv2d(c * r * r, o * r * r, 3, 1, 1, bias=conv.bias is not None)
+        self.conv.to(device=w.device, dtype=w.dtype)
+        self.conv.weight.data.copy_(folded)
+        if conv.bias is not None:
+            self.conv.bias.data.copy_(conv.bias.detach().repeat_interleave(r * r))
+        self.conv.requires_grad_(False)
+        self.r = r
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(self.conv(z), self.r)
+
+
+class ConvReLU(nn.Module):
+    """A ``Conv2d`` and the ``ReLU`` after it as one oneDNN call on CPU (plain calls elsewhere)."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.conv
+        if x.device.type == "cpu" and x.dtype == c.weight.dtype and not torch.is_autocast_enabled("cpu"):
+            return torch.ops.mkldnn._convolution_pointwise(
+                x, c.weight, c.bias, list(c.padding), list(c.stride), list(c.dilation), c.groups, "relu", [], ""
+            )
+        return torch.relu(c(x))
+
+
+def _foldable(conv: nn.Conv2d) -> bool:
+    return (
+        type(conv) is nn.Conv2d
+        and conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
+        and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"
+        and conv.out_channels * 4 <= 16
+    )
+
+
+def _fusable(conv: nn.Module) -> bool:
+    return (
+        type(conv) is nn.Conv2d and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple)
+        and conv.in_channels != 3  # image-reading convolutions keep their fp32 forward (srkd.infer)
+    )
+
+
+def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent_name) if parent_name else root, child, new)
+
+
+def find_shuffle_conv_pairs(net: nn.Module, x: torch.Tensor) -> list[tuple[str, str, int]]:
+    """``(shuffle name, conv name, r)`` where a conv reads exactly what an x2 shuffle returned."""
+    names = {id(m): n for n, m in net.named_modules()}
+    produced: dict[int, tuple[str, int, torch.Tensor]] = {}  # the tensor is held so its id stays unique
+    readers: dict[int, list[nn.Module]] = {}
+    calls: dict[int, int] = {}
+
+    def on_shuffle(module, inputs, output):
+        calls[id(module)] = calls.get(id(module), 0) + 1
+        produced[id(output)] = (names[id(module)], module.upscale_factor, output)
+
+    def on_conv(module, inputs, output):
+        calls[id(module)] = calls.get(id(module), 0) + 1
+        if id(inputs[0]) in produced:
+            readers.setdefault(id(inputs[0]), []).append(module)
+
+    handles = []
+    for m in net.modules():
+        if isinstance(m, nn.PixelShuffle):
+            handles.append(m.register_forward_hook(on_shuffle))
+        elif isinstance(m, nn.Conv2d):
+            handles.append(m.register_forward_hook(on_conv))
+    try:
+        with torch.no_grad():
+            net(x)
+    finally:
+        for h in handles:
+            h.remove()
+    by_name = dict(net.named_modules())
+    pairs = []
+    for key, (shuffle, r, _) in produced.items():
+        convs = readers.get(key, [])
+        # a module called at several places (a shared unit) cannot be rewritten for one of them
+        if r == 2 and len(convs) == 1 and _foldable(convs[0]) and calls[id(convs[0])] == 1 \
+                and calls[id(by_name[shuffle])] == 1:
+            pairs.append((shuffle, names[id(convs[0])], r))
+    return pairs
+
+
+def fold_shuffles(net: nn.Module, x: torch.Tensor) -> int:
+    """Rewrite every foldable shuffle -> conv pair of ``net`` in place; returns how many."""
+    pairs = find_shuffle_conv_pairs(net, x)
+    for shuffle, conv, r in pairs:
+        _replace(net, conv, FoldedShuffleConv(net.get_submodule(conv), r))
+        _replace(net, shuffle, nn.Identity())
+    return len(pairs)
+
+
+def fuse_conv_relu(net: nn.Module) -> int:
+    """Merge ``Conv2d, ReLU`` neighbours of every ``nn.Sequential`` in place; returns how many."""
+    if not hasattr(torch.ops.mkldnn, "_convolution_pointwise"):
+        return 0
+    count = 0
+    for seq in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            if _fusable(seq[i]) and isinstance(seq[i + 1], nn.ReLU):
+                seq[i] = ConvReLU(seq[i])
+                seq[i + 1] = nn.Identity()
+                count += 1
+    return count
