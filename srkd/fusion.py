@@ -15,6 +15,9 @@ Two rewrites, both found by looking at what the network does rather than at its 
 * **Conv + ReLU.** On CPU, a ``Conv2d`` directly followed by ``ReLU`` in an ``nn.Sequential``
   runs as one oneDNN convolution with a ReLU post-op (PyTorch's ``mkldnn._convolution_pointwise``,
   the kernel ``torch.compile`` uses), saving a pass over the output (~10 % of such a pair).
+  Likewise a residual block that declares ``post_residual_relu`` (its forward is
+  ``relu(body(x) + x)``, CARN's units) runs its last convolution with the addition and the ReLU
+  as post-ops (~40 % of that convolution's time).
 
 A pair is found by running the model once with hooks: the convolution's input must be the very
 tensor the shuffle returned. Whether the rewritten network still computes the same function is
@@ -81,6 +84,25 @@ def _foldable(conv: nn.Conv2d) -> bool:
     )
 
 
+class ResidualReLU(nn.Module):
+    """``relu(body(x) + x)`` with the last convolution of ``body`` carrying the add and the ReLU."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        body = self.block.body
+        c = body[-1]
+        if x.device.type == "cpu" and x.dtype == c.weight.dtype and not torch.is_autocast_enabled("cpu"):
+            h = body[:-1](x)
+            return torch.ops.mkldnn._convolution_pointwise.binary(
+                h, x, c.weight, c.bias, list(c.padding), list(c.stride), list(c.dilation), c.groups,
+                "add", None, "relu", [], "",
+            )
+        return self.block(x)
+
+
 def _fusable(conv: nn.Module) -> bool:
     return (
         type(conv) is nn.Conv2d and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple)
@@ -142,10 +164,16 @@ def fold_shuffles(net: nn.Module, x: torch.Tensor) -> int:
 
 
 def fuse_conv_relu(net: nn.Module) -> int:
-    """Merge ``Conv2d, ReLU`` neighbours of every ``nn.Sequential`` in place; returns how many."""
+    """Merge ``Conv2d, ReLU`` neighbours of every ``nn.Sequential``, and the add + ReLU of residual
+    blocks that declare it, in place; returns how many."""
     if not hasattr(torch.ops.mkldnn, "_convolution_pointwise"):
         return 0
     count = 0
+    for name, m in list(net.named_modules()):
+        body = getattr(m, "body", None)
+        if getattr(m, "post_residual_relu", False) and isinstance(body, nn.Sequential) and _fusable(body[-1]):
+            _replace(net, name, ResidualReLU(m))
+            count += 1
     for seq in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
         for i in range(len(seq) - 1):
             if _fusable(seq[i]) and isinstance(seq[i + 1], nn.ReLU):

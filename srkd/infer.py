@@ -4,7 +4,7 @@ This module knows nothing about files or the command line (``srkd.upscale`` and 
 build on it). Stable API::
 
     up = Upscaler(model, device="auto", precision="auto", tile="auto", tile_pad=None,
-                  batch_tiles="auto", channels_last=True, compile=False)
+                  batch_tiles="auto", channels_last=True, compile=False, fuse=True)
     sr = up.process(x, self_ensemble=False, progress=None, out_dtype=torch.float32)
 
 ``x`` is a float tensor (1, 3, h, w) with values in [0, 1] in host memory; ``sr`` is (1, 3, h*s, w*s)
@@ -39,6 +39,9 @@ Why the results are trustworthy:
   read the 3-channel image stay in fp32 (they are cheap, and bf16 has only 8 significant bits:
   not enough to carry 8-bit pixel values through a mean shift exactly).
 * **Out of memory** (CUDA or host) during ``tile="auto"`` inference halves the tile and retries.
+* **Rewrites are checked.** ``fuse=True`` applies srkd.fusion's rewrites (shuffle folding,
+  conv + ReLU) to the copy after tracing, and keeps them only if the fp32 output is unchanged;
+  ``up.rewrites`` counts them.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from srkd.fusion import ConvReLU, FoldedShuffleConv, find_shuffle_conv_pairs, fold_shuffles, fuse_conv_relu
+from srkd.fusion import ConvReLU, FoldedShuffleConv, ResidualReLU, find_shuffle_conv_pairs, fold_shuffles, fuse_conv_relu
 from srkd.infer import SrkdWarning, Upscaler
 from srkd.models.registry import build_from_spec
 
@@ -66,6 +66,7 @@ def test_rewrites_keep_every_architecture_exact(arch, scale):
         out = fast(x)
     assert folded == (0 if scale == 3 else 1)  # x3 is not folded (9x the multiply-adds)
     assert fused > 0 and any(isinstance(m, ConvReLU) for m in fast.modules())
+    assert any(isinstance(m, ResidualReLU) for m in fast.modules()) == arch.startswith("carn")
     assert float((out - ref).abs().max()) < 1e-5
 
 

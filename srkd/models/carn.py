@@ -44,6 +44,8 @@ class BasicBlock(nn.Module):
 
 
 class ResidualBlock(nn.Module):
+    post_residual_relu = True  # forward is relu(body(x) + x): srkd.fusion may run it as one call
+
     def __init__(self, channels: int):
         super().__init__()
         self.body = nn.Sequential(
@@ -55,6 +57,8 @@ class ResidualBlock(nn.Module):
 
 
 class EResidualBlock(nn.Module):
+    post_residual_relu = True  # forward is relu(body(x) + x): srkd.fusion may run it as one call
+
     def __init__(self, channels: int, group: int):
         super().__init__()
         self.body = nn.Sequential(
