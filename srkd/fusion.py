@@ -59,6 +59,15 @@ class FoldedShuffleConv(nn.Module):
         return F.pixel_shuffle(self.conv(z), self.r)
 
 
+def _onednn_applies(x: torch.Tensor, conv: nn.Conv2d) -> bool:
+    """The fused oneDNN ops take CPU tensors of the weights' dtype, outside autocast."""
+    return x.device.type == "cpu" and x.dtype == conv.weight.dtype and not torch.is_autocast_enabled("cpu")
+
+
+def _conv_args(c: nn.Conv2d) -> tuple:
+    return c.weight, c.bias, list(c.padding), list(c.stride), list(c.dilation), c.groups
+
+
 class ConvReLU(nn.Module):
     """A ``Conv2d`` and the ``ReLU`` after it as one oneDNN call on CPU (plain calls elsewhere)."""
 
@@ -67,12 +76,9 @@ class ConvReLU(nn.Module):
         self.conv = conv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = self.conv
-        if x.device.type == "cpu" and x.dtype == c.weight.dtype and not torch.is_autocast_enabled("cpu"):
-            return torch.ops.mkldnn._convolution_pointwise(
-                x, c.weight, c.bias, list(c.padding), list(c.stride), list(c.dilation), c.groups, "relu", [], ""
-            )
-        return torch.relu(c(x))
+        if _onednn_applies(x, self.conv):
+            return torch.ops.mkldnn._convolution_pointwise(x, *_conv_args(self.conv), "relu", [], "")
+        return torch.relu(self.conv(x))
 
 
 def _foldable(conv: nn.Conv2d) -> bool:
@@ -93,12 +99,9 @@ class ResidualReLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         body = self.block.body
-        c = body[-1]
-        if x.device.type == "cpu" and x.dtype == c.weight.dtype and not torch.is_autocast_enabled("cpu"):
-            h = body[:-1](x)
+        if _onednn_applies(x, body[-1]):
             return torch.ops.mkldnn._convolution_pointwise.binary(
-                h, x, c.weight, c.bias, list(c.padding), list(c.stride), list(c.dilation), c.groups,
-                "add", None, "relu", [], "",
+                body[:-1](x), x, *_conv_args(body[-1]), "add", None, "relu", [], ""
             )
         return self.block(x)
 
@@ -118,13 +121,13 @@ def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
 def find_shuffle_conv_pairs(net: nn.Module, x: torch.Tensor) -> list[tuple[str, str, int]]:
     """``(shuffle name, conv name, r)`` where a conv reads exactly what an x2 shuffle returned."""
     names = {id(m): n for n, m in net.named_modules()}
-    produced: dict[int, tuple[str, int, torch.Tensor]] = {}  # the tensor is held so its id stays unique
+    produced: dict[int, tuple[nn.PixelShuffle, torch.Tensor]] = {}  # the tensor is held so its id stays unique
     readers: dict[int, list[nn.Module]] = {}
     calls: dict[int, int] = {}
 
     def on_shuffle(module, inputs, output):
         calls[id(module)] = calls.get(id(module), 0) + 1
-        produced[id(output)] = (names[id(module)], module.upscale_factor, output)
+        produced[id(output)] = (module, output)
 
     def on_conv(module, inputs, output):
         calls[id(module)] = calls.get(id(module), 0) + 1
@@ -143,14 +146,13 @@ def find_shuffle_conv_pairs(net: nn.Module, x: torch.Tensor) -> list[tuple[str, 
     finally:
         for h in handles:
             h.remove()
-    by_name = dict(net.named_modules())
     pairs = []
-    for key, (shuffle, r, _) in produced.items():
+    for key, (shuffle, _) in produced.items():
         convs = readers.get(key, [])
         # a module called at several places (a shared unit) cannot be rewritten for one of them
-        if r == 2 and len(convs) == 1 and _foldable(convs[0]) and calls[id(convs[0])] == 1 \
-                and calls[id(by_name[shuffle])] == 1:
-            pairs.append((shuffle, names[id(convs[0])], r))
+        if shuffle.upscale_factor == 2 and len(convs) == 1 and _foldable(convs[0]) \
+                and calls[id(convs[0])] == 1 and calls[id(shuffle)] == 1:
+            pairs.append((names[id(shuffle)], names[id(convs[0])], 2))
     return pairs
 
 
