@@ -37,7 +37,7 @@ def main() -> None:
     import torch
 
     from srkd.data.resize import downscale_uint8
-    from srkd.infer import Upscaler
+    from srkd.infer import Upscaler, plan_tiles
     from srkd.io.hub import load_model
     from srkd.io.images import read_rgb_uint8
     from srkd.models.registry import build_from_spec
@@ -85,7 +85,7 @@ def main() -> None:
                     refs[p] = whole.process(x)
                 ref = refs[p]
                 out = up.process(x)
-                tiled_any |= up.tile is not None and up.tile < max(x.shape[-2:])
+                tiled_any |= len(plan_tiles(*x.shape[-2:], up.tile, up.tile_pad)) > 1
                 q = (out * 255).round() - (ref * 255).round()
                 worst_q = max(worst_q, float(q.abs().max()))
                 worst_f = max(worst_f, float((out - ref).abs().max()) * 255)

@@ -74,11 +74,16 @@ PRECISION_MIN_PSNR = 45.0
 MAX_AUTO_PAD = 64  # LR px; see module docstring
 PAD_MARGIN = 2  # LR px beyond the traced radius: covers sub-pixel stages and resampling ops
 MIN_TILE = 32  # LR px; below this the padding dominates and OOM retry gives up
-# CPU: tiles whose estimated working set is about this size (192 px for CARN-M in bf16). Larger
-# windows amortise the exact pad better but leave the caches; this also bounds peak memory
-# (a 4096x4096 output stays well under 2 GiB). Measured in docs/upscale.md.
-CPU_WORKING_SET = 512 << 20
-CPU_MAX_TILE = 512
+# CPU: estimated bytes of all the windows in flight at once (one per thread). The estimate is
+# conservative (measured peak RSS is about half of it), and it is what bounds peak memory: a
+# 4096x4096 output stays under 2 GiB. Within it the plan with the least estimated time wins
+# (plan_cpu_grid), which on 2 threads is two large windows rather than many small ones.
+CPU_WORKING_SET = 2_250_000_000
+# One window on n threads takes 1 + CPU_INTRA_OP_PENALTY * (n - 1) times longer per pixel than
+# n windows on one thread each (small convolutions scale badly across threads). Measured for
+# n = 2 (CARN-M x4, 512x512: whole image 2.70 s vs two half-image windows 2.34 s with 18 % more
+# pixels, docs/upscale.md); linear growth beyond 2 threads is an assumption.
+CPU_INTRA_OP_PENALTY = 0.35
 CPU_MEMORY_FRACTION = 0.25  # of MemAvailable, for one batch of tiles (host RAM is shared)
 CUDA_MEMORY_FRACTION = 0.7  # of free device memory after the model is loaded
 
@@ -258,7 +263,8 @@ def trace_model(model: nn.Module, device: torch.device, size: int = 16, x: torch
         if _is_global_pool(module) and id(module) not in seen_pools:
             seen_pools.add(id(module))
             pools.append(module)
-        if isinstance(output, torch.Tensor) and not list(module.children()):
+        in_place = isinstance(x, torch.Tensor) and isinstance(output, torch.Tensor) and output.data_ptr() == x.data_ptr()
+        if isinstance(output, torch.Tensor) and not list(module.children()) and not in_place:
             sizes.append(output.numel())
 
     handles = [m.register_forward_hook(hook) for m in model.modules()]
@@ -275,8 +281,9 @@ def trace_model(model: nn.Module, device: torch.device, size: int = 16, x: torch
     if y.dim() != 4 or y.shape[1] != 3 or y.shape[-1] % size or y.shape[-2] != y.shape[-1]:
         raise SrkdError(f"the model maps a 3x{size}x{size} input to {tuple(y.shape)}: not an RGB super-resolution model")
     scale = y.shape[-1] // size
-    # In inference mode only a few activations are alive at once; the three largest bound the
-    # working set of feed-forward and concatenating (CARN) networks alike.
+    # In inference mode only a few activations are alive at once; the three largest (in-place
+    # results not counted twice) bound the working set of feed-forward and concatenating (CARN)
+    # networks alike.
     top = sorted(sizes, reverse=True)[:3]
     floats_per_px = (sum(top) + y.numel()) / (size * size)
     return ModelTrace(scale, radius, floats_per_px, pools, y.detach().float().cpu())
@@ -307,14 +314,59 @@ def _axis_plan(n: int, tile: int | None, pad: int) -> list[tuple[int, int, int, 
     return out
 
 
-def plan_tiles(h: int, w: int, tile: int | None, pad: int) -> list[Tile]:
-    """Cores of at most ``tile`` LR px covering the image, each with ``pad`` px of real context.
+def tile_hw(tile: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    """A tile size as (core height, core width): an int means square cores."""
+    if tile is None:
+        return None
+    return (int(tile), int(tile)) if isinstance(tile, int) else (int(tile[0]), int(tile[1]))
+
+
+def plan_tiles(h: int, w: int, tile: int | tuple[int, int] | None, pad: int) -> list[Tile]:
+    """Cores of at most ``tile`` LR px (an int, or a (height, width) pair) covering the image,
+    each with ``pad`` px of real context.
 
     A core touching no image border gets at least ``pad`` px on every side; at a border the
     context stops at the border, as in whole-image inference. All windows have the same shape.
     """
-    rows, cols = _axis_plan(h, tile, pad), _axis_plan(w, tile, pad)
+    th, tw = tile_hw(tile) or (None, None)
+    rows, cols = _axis_plan(h, th, pad), _axis_plan(w, tw, pad)
     return [Tile((r[0], r[1], c[0], c[1]), (r[2], r[3], c[2], c[3])) for r in rows for c in cols]
+
+
+def _axis_options(n: int, pad: int, min_core: int) -> list[tuple[int, int, int]]:
+    """(number of cores, core size, window size) for every distinct way to cut one axis."""
+    seen: dict[int, tuple[int, int, int]] = {}
+    for k in range(1, max(1, n // min_core) + 1):  # cores of at least min_core
+        core = math.ceil(n / k)
+        plan = _axis_plan(n, core, pad)
+        seen.setdefault(len(plan), (len(plan), core, plan[0][3] - plan[0][2]))
+    return list(seen.values())
+
+
+def plan_cpu_grid(h: int, w: int, pad: int, workers: int, max_px: float, min_core: int) -> tuple[int, int] | None:
+    """The tile (core height, width) with the least estimated CPU time, or None for the whole image.
+
+    Windows run one per thread (``Upscaler._tiled``), so n windows of area A take about
+    ceil(n / workers) * A; a single window runs on all threads, less efficiently
+    (``CPU_INTRA_OP_PENALTY`` per extra thread). Each window costs its pad, so the best plan is usually as many
+    large windows as there are threads. The windows in flight must fit ``max_px`` LR pixels of
+    estimated working set; if none does, the smallest windows are used.
+    """
+    workers = max(1, workers)
+    best = smallest = None
+    for ny, th, wy in _axis_options(h, pad, min_core):
+        for nx, tw, wx in _axis_options(w, pad, min_core):
+            n, area = ny * nx, wy * wx
+            if n == 1:
+                cost = area * (1 + CPU_INTRA_OP_PENALTY * (workers - 1)) / workers
+            else:
+                cost = math.ceil(n / workers) * area
+            plan = (cost, area, None if n == 1 else (th, tw))
+            if smallest is None or area < smallest[1]:
+                smallest = plan
+            if area * min(n, workers) <= max_px and (best is None or cost < best[0]):
+                best = plan
+    return (best or smallest)[2]
 
 
 # ----------------------------------------------------------------------- global pool syncing
@@ -602,7 +654,7 @@ class Upscaler:
         # Some layers run in fp32 even under autocast and the allocator fragments: x1.5.
         return self.trace.floats_per_px * elem * 1.5
 
-    def auto_tile(self, h: int, w: int) -> tuple[int | None, int]:
+    def auto_tile(self, h: int, w: int) -> tuple[int | tuple[int, int] | None, int]:
         """(tile, batch) for an h x w image when ``tile='auto'``."""
         budget = available_memory(self.device)
         per_px = self.bytes_per_px()
@@ -610,24 +662,19 @@ class Upscaler:
         if self.global_context and fits_whole:
             return None, 1  # exact without the pool-sync passes
         if self.device.type == "cpu":
-            window = math.isqrt(int(min(CPU_WORKING_SET, budget) / per_px))
-            # ...but never a tile so small that the pad dominates (deep nets have big pads).
-            tile = (window - 2 * self.tile_pad) // 8 * 8
-            tile = min(CPU_MAX_TILE, max(MIN_TILE, tile, 2 * self.tile_pad))
-        elif fits_whole:
+            tile = plan_cpu_grid(h, w, self.tile_pad, torch.get_num_threads(), min(CPU_WORKING_SET, budget) / per_px,
+                                 max(MIN_TILE, 2 * self.tile_pad))
+            return tile, (1 if self.batch_mode == "auto" or tile is None else int(self.batch_mode))
+        if fits_whole:
             return None, 1
-        else:
-            tile = max(h, w)
         # Largest tile (multiple of 8) whose padded window fits the budget.
+        tile = max(h, w)
         while tile > MIN_TILE and (tile + 2 * self.tile_pad) ** 2 * per_px > budget:
             tile = max(MIN_TILE, (int(tile * 0.8) // 8) * 8)
         if max(h, w) <= tile:
             return None, 1
-        batch = 1
-        if self.batch_mode != "auto":
-            batch = int(self.batch_mode)
-        elif self.device.type != "cpu":
-            batch = int(max(1, min(8, budget // max(1.0, (tile + 2 * self.tile_pad) ** 2 * per_px))))
+        batch = int(self.batch_mode) if self.batch_mode != "auto" else \
+            int(max(1, min(8, budget // max(1.0, (tile + 2 * self.tile_pad) ** 2 * per_px))))
         return tile, batch
 
     def check_precision(self, precision: str, reference: torch.Tensor | None = None) -> tuple[bool, str]:
@@ -726,10 +773,10 @@ class Upscaler:
                 if batch > 1:
                     batch = max(1, batch // 2)
                     continue
-                current = tile or max(h, w)
-                if current <= MIN_TILE:
+                current = tile_hw(tile) or (h, w)
+                if max(current) <= MIN_TILE:
                     raise SrkdError(f"out of memory on {self.device.type} even with {MIN_TILE} px tiles; free memory or use --device cpu") from None
-                tile = max(MIN_TILE, (current // 2 // 8) * 8)
+                tile = tuple(max(MIN_TILE, (c // 2 // 8) * 8) for c in current)
         self.tile, self.batch_tiles = tile, batch
         return out
 
@@ -884,6 +931,7 @@ __all__ = [
     "resolve_precision",
     "cpu_native_bf16",
     "plan_tiles",
+    "plan_cpu_grid",
     "trace_model",
     "Tile",
     "to_tensor",

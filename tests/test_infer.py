@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -15,6 +16,7 @@ from srkd.infer import (
     SrkdWarning,
     Upscaler,
     cpu_native_bf16,
+    plan_cpu_grid,
     plan_tiles,
     resolve_device,
     resolve_precision,
@@ -216,7 +218,7 @@ def test_out_of_memory_retries_with_smaller_tiles(monkeypatch):
 
     monkeypatch.setattr(up, "_run_batch", limited)
     out = up.process(x)
-    assert sizes[0] == (100, 90) and up.tile is not None and up.tile < 90
+    assert sizes[0] == (100, 90) and up.tile is not None and max(up.tile) < 90
     assert float((out - ref).abs().max()) * 255 < 0.05
 
     fixed = Upscaler(net, precision="fp32", tile=64)
@@ -282,9 +284,45 @@ def test_auto_tile_keeps_global_context_models_whole_and_tiles_others_on_cpu():
     rcan = Upscaler(_model(SMALL["rcan"]), device="cpu")
     assert rcan.global_context and rcan.auto_tile(400, 500) == (None, 1)
     carn = Upscaler(_model(SMALL["carn"]), device="cpu")
-    tile, batch = carn.auto_tile(1000, 1200)
-    assert tile is not None and 32 <= tile <= 1000 and batch >= 1
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # with one thread a whole image that fits is the cheapest plan
+    try:
+        tile, batch = carn.auto_tile(1000, 1200)
+    finally:
+        torch.set_num_threads(threads)
+    assert tile is not None and 32 <= min(tile) and tile[0] <= 1000 and tile[1] <= 1200 and batch == 1
     assert carn.auto_tile(50, 60) == (None, 1)
+
+
+def _grid(h, w, tile, pad):
+    tiles = plan_tiles(h, w, tile, pad)
+    win = tiles[0].window
+    return len(tiles), (win[1] - win[0]) * (win[3] - win[2])
+
+
+def test_cpu_grid_plan_minimises_rounds_times_window_area():
+    # 512x512, pad 23, 2 threads: two half-image windows (302x512, one round) beat nine 217x217
+    # windows (five rounds: the ninth runs alone) and the whole image on two threads.
+    tile = plan_cpu_grid(512, 512, 23, workers=2, max_px=1e9, min_core=46)
+    assert _grid(512, 512, tile, 23) == (2, 302 * 512)
+    # One thread: no reason to split at all (every split only adds pad).
+    assert plan_cpu_grid(512, 512, 23, workers=1, max_px=1e9, min_core=46) is None
+    # Four threads: four windows, one round.
+    assert _grid(512, 512, plan_cpu_grid(512, 512, 23, workers=4, max_px=1e9, min_core=46), 23)[0] == 4
+    # A memory cap: every window in flight fits, and the plan is the cheapest that does.
+    tile = plan_cpu_grid(1024, 1024, 23, workers=2, max_px=2 * 150_000, min_core=46)
+    n, area = _grid(1024, 1024, tile, 23)
+    assert 2 * area <= 2 * 150_000
+    costs = []
+    for ty in range(46, 1025, 7):
+        for tx in range(46, 1025, 7):
+            m, a = _grid(1024, 1024, (ty, tx), 23)
+            if m > 1 and 2 * a <= 2 * 150_000:
+                costs.append(math.ceil(m / 2) * a)
+    assert math.ceil(n / 2) * area <= min(costs)
+    # Nothing fits: the smallest windows the minimum core allows.
+    tile = plan_cpu_grid(400, 400, 23, workers=2, max_px=10, min_core=46)
+    assert tile == (50, 50) and len(plan_tiles(400, 400, tile, 23)) == 64
 
 
 def test_concurrent_cpu_tiles_are_exact_and_restore_threads():
