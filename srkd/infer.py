@@ -445,11 +445,28 @@ class _Fp32Conv:
     def forward(self: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         device_type = x.device.type
         low = getattr(self, "_srkd_low", None) or _autocast_dtype(device_type)
+        scale = getattr(self, "_srkd_diagonal", None)
+        if scale is not None:
+            # A mean shift (1x1, diagonal weight) as one element-wise pass in fp32: the generic
+            # convolution path for 3 channels costs ~3 % of CARN-M at the output resolution.
+            return torch.addcmul(self.bias.view(1, -1, 1, 1), x, scale)
         if low is None:
             return self._conv_forward(x, self.weight, self.bias)
         with torch.autocast(device_type=device_type, enabled=False):
             y = self._conv_forward(x.float(), self.weight, self.bias)
         return y if self.out_channels == 3 else y.to(low)
+
+    @staticmethod
+    def diagonal(conv: nn.Conv2d) -> torch.Tensor | None:
+        """The per-channel scale of a 1x1 3->3 convolution whose weight is diagonal, else None."""
+        w = conv.weight.detach()
+        if conv.kernel_size != (1, 1) or conv.groups != 1 or conv.out_channels != 3 or conv.bias is None \
+                or conv.padding not in ((0, 0), "valid") or conv.stride != (1, 1):
+            return None
+        d = torch.diagonal(w[:, :, 0, 0])
+        if not torch.equal(w[:, :, 0, 0], torch.diag(d)):
+            return None
+        return d.float().view(1, 3, 1, 1).clone()
 
 
 def _cast_copy(net: nn.Module, dtype: torch.dtype) -> nn.Module:
@@ -537,6 +554,7 @@ class Upscaler:
         for m in net.modules():
             if isinstance(m, nn.Conv2d) and m.in_channels == 3:
                 m.forward = types.MethodType(_Fp32Conv.forward, m)
+                m._srkd_diagonal = _Fp32Conv.diagonal(m)
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.net = net  # fp32

@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import data_path
 from torch import nn
+from torch.nn import functional as F
 
 from srkd.errors import SrkdError
 from srkd.infer import (
@@ -340,3 +341,35 @@ def test_concurrent_cpu_tiles_are_exact_and_restore_threads():
         torch.set_num_threads(1)
     assert float((out - ref).abs().max()) * 255 < 0.05
     assert done[-1] == (16, 16) and [d for d, _ in done] == sorted(d for d, _ in done)
+
+
+class _Shifts(nn.Module):
+    """A diagonal mean shift (fast path) and a mixing 1x1 colour conv (generic path)."""
+
+    def __init__(self):
+        super().__init__()
+        self.shift = nn.Conv2d(3, 3, 1)
+        self.mix = nn.Conv2d(3, 3, 1)
+        self.body = nn.Conv2d(3, 3 * 4, 3, padding=1)
+        with torch.no_grad():
+            self.shift.weight.copy_(torch.diag(torch.tensor([0.5, 1.0, 2.0])).view(3, 3, 1, 1))
+            self.shift.bias.copy_(torch.tensor([-0.4, -0.45, -0.5]))
+
+    def forward(self, x):
+        return self.mix(F.pixel_shuffle(self.body(self.shift(x)), 2))
+
+
+def test_diagonal_colour_convs_take_the_elementwise_path_and_match():
+    torch.manual_seed(0)
+    net = _Shifts().eval()
+    x = torch.rand(1, 3, 21, 17)
+    with torch.no_grad():
+        ref = net(x)
+    for precision in ("fp32", "bf16"):
+        up = Upscaler(net, device="cpu", precision=precision, tile=None)
+        shift, mix = up._active.shift, up._active.mix
+        assert shift._srkd_diagonal is not None and mix._srkd_diagonal is None
+        assert torch.equal(shift._srkd_diagonal.flatten(), torch.tensor([0.5, 1.0, 2.0]))
+        out = up._run_batch(x)
+        tol = 1e-6 if precision == "fp32" else 2e-2
+        assert out.dtype == torch.float32 and float((out - ref).abs().max()) < tol

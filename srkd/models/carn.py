@@ -180,13 +180,14 @@ class CARN(nn.Module):
         }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.entry(self.sub_mean(x * self.rgb_range))
+        x = self.entry(self.sub_mean(x if self.rgb_range == 1.0 else x * self.rgb_range))
         cat, out = x, x
         for block, fuse in zip((self.b1, self.b2, self.b3), (self.c1, self.c2, self.c3)):
             cat = torch.cat([cat, block(out)], dim=1)
             out = fuse(cat)
         out = self.exit(self.upsample(out, self.scale))
-        return self.add_mean(out) / self.rgb_range
+        out = self.add_mean(out)
+        return out if self.rgb_range == 1.0 else out / self.rgb_range  # the official weights use 1: skip a pass
 
 
 class CARNM(CARN):
