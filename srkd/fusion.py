@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .models.carn import Cascade
+
 
 class FoldedShuffleConv(nn.Module):
     """``conv(pixel_shuffle(z, r))`` computed as ``pixel_shuffle(folded(z), r)``."""
@@ -59,9 +61,9 @@ class FoldedShuffleConv(nn.Module):
         return F.pixel_shuffle(self.conv(z), self.r)
 
 
-def _onednn_applies(x: torch.Tensor, conv: nn.Conv2d) -> bool:
+def _onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """The fused oneDNN ops take CPU tensors of the weights' dtype, outside autocast."""
-    return x.device.type == "cpu" and x.dtype == conv.weight.dtype and not torch.is_autocast_enabled("cpu")
+    return x.device.type == "cpu" and x.dtype == weight.dtype and not torch.is_autocast_enabled("cpu")
 
 
 def _conv_args(c: nn.Conv2d) -> tuple:
@@ -76,7 +78,7 @@ class ConvReLU(nn.Module):
         self.conv = conv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _onednn_applies(x, self.conv):
+        if _onednn_applies(x, self.conv.weight):
             return torch.ops.mkldnn._convolution_pointwise(x, *_conv_args(self.conv), "relu", [], "")
         return torch.relu(self.conv(x))
 
@@ -99,11 +101,67 @@ class ResidualReLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         body = self.block.body
-        if _onednn_applies(x, body[-1]):
+        if _onednn_applies(x, body[-1].weight):
             return torch.ops.mkldnn._convolution_pointwise.binary(
                 body[:-1](x), x, *_conv_args(body[-1]), "add", None, "relu", [], ""
             )
         return self.block(x)
+
+
+class CatFreeCascade(nn.Module):
+    """A cascade (``srkd.models.carn.Cascade``) computed without its concatenations.
+
+    ``fuse_k`` (a 1x1 convolution and a ReLU) over ``cat(m_0, ..., m_k)`` is the sum of one 1x1
+    convolution per member. Each level keeps an accumulator: when a member appears, its
+    contribution is added to every level that reads it, in place (oneDNN's sum post-op), and the
+    level it completes gets its ReLU in the same call. Nothing is copied: on CPU the cascades of
+    CARN-M take about half the time (concatenating channels_last tensors is a strided copy of
+    the whole cascade at every level). In bf16 each partial sum is rounded once more.
+    """
+
+    def __init__(self, cascade: nn.Module):
+        super().__init__()
+        self.__dict__["original"] = cascade  # plain reference: run when oneDNN does not apply
+        self.__dict__["units"] = cascade.units
+        self.levels = len(cascade.fuses)
+        for k, fuse in enumerate(cascade.fuses):
+            conv = fuse.body[0]
+            c = conv.out_channels
+            w = conv.weight.detach()
+            for j in range(k + 2):
+                self.register_buffer(f"w{k}_{j}", w[:, j * c : (j + 1) * c].clone())
+            self.register_buffer(f"b{k}", conv.bias.detach().clone())
+
+    @staticmethod
+    def applies(cascade: nn.Module) -> bool:
+        """Every fuse is ``Sequential(Conv2d 1x1, ReLU)`` over members of its output width."""
+        for k, fuse in enumerate(getattr(cascade, "fuses", ())):
+            body = getattr(fuse, "body", None)
+            if not (isinstance(body, nn.Sequential) and len(body) == 2 and isinstance(body[1], nn.ReLU)):
+                return False
+            conv = body[0]
+            if not (type(conv) is nn.Conv2d and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
+                    and conv.padding == (0, 0) and conv.groups == 1 and conv.bias is not None
+                    and conv.in_channels == (k + 2) * conv.out_channels):
+                return False
+        return bool(getattr(cascade, "fuses", ()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _onednn_applies(x, self.w0_0):
+            return self.original(x)
+        conv = torch.ops.mkldnn._convolution_pointwise
+        one = ([0, 0], [1, 1], [1, 1], 1)
+        acc = [conv(x, getattr(self, f"w{k}_0"), getattr(self, f"b{k}"), *one, "none", [], "")
+               for k in range(self.levels)]
+        out = x
+        for j, unit in enumerate(self.units, start=1):
+            m = unit(out)
+            for k in range(j - 1, self.levels):
+                torch.ops.mkldnn._convolution_pointwise_.binary(
+                    acc[k], m, getattr(self, f"w{k}_{j}"), None, *one, "add", 1.0, "relu" if k == j - 1 else None, [], ""
+                )
+            out = acc[j - 1]
+        return out
 
 
 def _fusable(conv: nn.Module) -> bool:
@@ -183,3 +241,14 @@ def fuse_conv_relu(net: nn.Module) -> int:
                 seq[i + 1] = nn.Identity()
                 count += 1
     return count
+
+
+def fuse_cascades(net: nn.Module) -> int:
+    """Replace every cascade whose fuses are 1x1 conv + ReLU by a :class:`CatFreeCascade`, in
+    place; returns how many. Run before :func:`fuse_conv_relu` (it reads the fuse convolutions)."""
+    if not hasattr(torch.ops.mkldnn, "_convolution_pointwise"):
+        return 0
+    found = [(name, m) for name, m in net.named_modules() if isinstance(m, Cascade) and CatFreeCascade.applies(m)]
+    for name, m in found:
+        _replace(net, name, CatFreeCascade(m))
+    return len(found)

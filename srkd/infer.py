@@ -546,7 +546,7 @@ class Upscaler:
         self.trace = trace_model(net, self.device, x=_real_image_crop() if will_check else None)
         self.scale = self.trace.scale
         # after the trace: the fused convolutions no longer call their module (no hooks fire)
-        self.rewrites = {"folded_shuffles": 0, "conv_relu": 0}
+        self.rewrites = {"folded_shuffles": 0, "conv_relu": 0, "cat_free_cascades": 0}
         if fuse and not self._rewrite(net):
             net = copy.deepcopy(model).eval().requires_grad_(False).to(self.device)
             self.trace = trace_model(net, self.device, x=_real_image_crop() if will_check else None)
@@ -605,8 +605,9 @@ class Upscaler:
         with torch.no_grad():
             ref = net(x)
             folded = fusion.fold_shuffles(net, x)
+            cascades = fusion.fuse_cascades(net) if self.device.type == "cpu" else 0
             fused = fusion.fuse_conv_relu(net) if self.device.type == "cpu" else 0
-            if not folded and not fused:
+            if not folded and not fused and not cascades:
                 return True
             try:
                 out = net(x)
@@ -614,7 +615,7 @@ class Upscaler:
             except RuntimeError:
                 same = False
         if same:
-            self.rewrites = {"folded_shuffles": folded, "conv_relu": fused}
+            self.rewrites = {"folded_shuffles": folded, "conv_relu": fused, "cat_free_cascades": cascades}
         else:
             self._note("srkd.fusion changed this model's output; running it unfused")
         return same

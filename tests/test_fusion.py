@@ -10,7 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from srkd.fusion import ConvReLU, FoldedShuffleConv, ResidualReLU, find_shuffle_conv_pairs, fold_shuffles, fuse_conv_relu
+from srkd.fusion import (
+    CatFreeCascade,
+    ConvReLU,
+    FoldedShuffleConv,
+    ResidualReLU,
+    find_shuffle_conv_pairs,
+    fold_shuffles,
+    fuse_cascades,
+    fuse_conv_relu,
+)
 from srkd.infer import SrkdWarning, Upscaler
 from srkd.models.registry import build_from_spec
 
@@ -62,9 +71,11 @@ def test_rewrites_keep_every_architecture_exact(arch, scale):
         ref = net(x)
         fast = copy.deepcopy(net)
         folded = fold_shuffles(fast, torch.rand(1, 3, 12, 12))
+        cascades = fuse_cascades(fast)
         fused = fuse_conv_relu(fast)
         out = fast(x)
     assert folded == (0 if scale == 3 else 1)  # x3 is not folded (9x the multiply-adds)
+    assert cascades == (4 if arch.startswith("carn") else 0)  # three blocks and the global cascade
     assert fused > 0 and any(isinstance(m, ConvReLU) for m in fast.modules())
     assert any(isinstance(m, ResidualReLU) for m in fast.modules()) == arch.startswith("carn")
     assert float((out - ref).abs().max()) < 1e-5
@@ -108,7 +119,7 @@ def test_a_shuffle_used_elsewhere_is_caught_and_the_model_runs_unfused():
         warnings.simplefilter("always")
         up = Upscaler(net, precision="fp32", tile=None)
     assert any("unfused" in str(w.message) for w in caught if issubclass(w.category, SrkdWarning))
-    assert up.rewrites == {"folded_shuffles": 0, "conv_relu": 0}
+    assert up.rewrites == {"folded_shuffles": 0, "conv_relu": 0, "cat_free_cascades": 0}
     out = up.process(x)
     assert float((out - ref.clamp(0, 1)).abs().max()) < 1e-5
 
@@ -135,10 +146,52 @@ def test_upscaler_rewrites_the_bundled_model_and_leaves_the_callers_alone():
     net = load_model(None).model  # CARN-M x4, official weights
     before = [type(m) for m in net.modules()]
     up = Upscaler(net, precision="fp32", tile=None)
-    assert up.rewrites["folded_shuffles"] == 1 and up.rewrites["conv_relu"] >= 20
+    assert up.rewrites == {"folded_shuffles": 1, "conv_relu": 25, "cat_free_cascades": 4}
     assert [type(m) for m in net.modules()] == before
     x = torch.rand(1, 3, 40, 44)
     plain = Upscaler(net, precision="fp32", tile=None, fuse=False)
-    assert plain.rewrites == {"folded_shuffles": 0, "conv_relu": 0}
+    assert plain.rewrites == {"folded_shuffles": 0, "conv_relu": 0, "cat_free_cascades": 0}
     assert up.tile_pad == plain.tile_pad  # the trace sees the original network
     assert float((up.process(x) - plain.process(x)).abs().max()) < 1e-5
+
+
+def _cascade_by_hand(x, units, weights, biases):
+    """The cascade written out from its definition: relu(W_k cat(members) + b_k)."""
+    members, out = [x], x
+    for unit, w, b in zip(units, weights, biases):
+        members.append(unit(out))
+        out = torch.relu(F.conv2d(torch.cat(members, 1), w, b))
+    return out
+
+
+@pytest.mark.parametrize("arch", ["carn", "carn-m"])
+def test_cat_free_cascade_equals_the_concatenating_one(arch):
+    torch.manual_seed(0)
+    net = build_from_spec(f"{SMALL[arch]},scale=2").eval()
+    block = net.b2
+    x = torch.randn(1, 8, 11, 14).relu()
+    fuses = (block.c1, block.c2, block.c3)
+    with torch.no_grad():
+        ref = _cascade_by_hand(x, block.cascade.units, [f.body[0].weight for f in fuses], [f.body[0].bias for f in fuses])
+        assert float((block(x) - ref).abs().max()) < 1e-6  # the model's own cascade is the definition
+        fast = copy.deepcopy(block)
+        assert fuse_cascades(fast) == 1 and isinstance(fast.cascade, CatFreeCascade)
+        assert float((fast(x) - ref).abs().max()) < 1e-5  # fp32: only the summation order differs
+        low = copy.deepcopy(fast).bfloat16().to(memory_format=torch.channels_last)
+        xb = x.bfloat16().contiguous(memory_format=torch.channels_last)
+        out = low(xb)
+        ref_low = copy.deepcopy(block).bfloat16()(xb)
+    assert out.dtype == torch.bfloat16 and float(out.float().min()) >= 0
+    # bf16: each partial sum is rounded once more than in the concatenating version
+    assert float((out.float() - ref_low.float()).abs().max()) <= 0.03 * float(ref_low.float().abs().max())
+    # Under autocast the fused ops do not apply: the original cascade runs.
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(fast(x), block(x))
+
+
+def test_cascades_with_other_fuses_are_left_alone():
+    torch.manual_seed(0)
+    net = build_from_spec(f"{SMALL['carn']},scale=2").eval()
+    net.b1.c2.body[1] = nn.Tanh()  # not conv + ReLU any more
+    assert not CatFreeCascade.applies(net.b1.cascade) and CatFreeCascade.applies(net.b2.cascade)
+    assert fuse_cascades(net) == 3 and not isinstance(net.b1.cascade, CatFreeCascade)

@@ -106,6 +106,27 @@ class UpsampleBlock(nn.Module):
         return getattr(self, f"up{scale}")(x) if self.multi_scale else self.up(x)
 
 
+class Cascade(nn.Module):
+    """The cascading connection: ``out_k = fuse_k(cat(x, unit_1(out_0), ..., unit_k(out_{k-1})))``
+    with ``out_0 = x``; returns the last ``out_k``.
+
+    It has no parameters and holds its units and fuses as plain references (their owner registers
+    and names them, with the official names). It names the pattern so that srkd.fusion can run it
+    without the concatenations at inference.
+    """
+
+    def __init__(self, units: tuple[nn.Module, ...], fuses: tuple[nn.Module, ...]):
+        super().__init__()
+        self.__dict__["units"], self.__dict__["fuses"] = tuple(units), tuple(fuses)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cat, out = x, x
+        for unit, fuse in zip(self.units, self.fuses):
+            cat = torch.cat([cat, unit(out)], dim=1)
+            out = fuse(cat)
+        return out
+
+
 class CascadingBlock(nn.Module):
     """Local cascade. CARN: three residual units b1..b3. CARN-M: one shared unit b1 used three times."""
 
@@ -119,14 +140,11 @@ class CascadingBlock(nn.Module):
         self.c1 = BasicBlock(channels * 2, channels, 1, 1, 0)
         self.c2 = BasicBlock(channels * 3, channels, 1, 1, 0)
         self.c3 = BasicBlock(channels * 4, channels, 1, 1, 0)
+        units = (self.b1, self.b1, self.b1) if mobile else (self.b1, self.b2, self.b3)
+        self.cascade = Cascade(units, (self.c1, self.c2, self.c3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        units = (self.b1, self.b1, self.b1) if self.mobile else (self.b1, self.b2, self.b3)
-        cat, out = x, x
-        for unit, fuse in zip(units, (self.c1, self.c2, self.c3)):
-            cat = torch.cat([cat, unit(out)], dim=1)
-            out = fuse(cat)
-        return out
+        return self.cascade(x)
 
 
 class CARN(nn.Module):
@@ -162,6 +180,7 @@ class CARN(nn.Module):
         self.c3 = BasicBlock(c * 4, c, 1, 1, 0)
         self.upsample = UpsampleBlock(c, self.scales, self.group)
         self.exit = nn.Conv2d(c, 3, 3, 1, 1)
+        self.cascade = Cascade((self.b1, self.b2, self.b3), (self.c1, self.c2, self.c3))
         self.feature_taps = {"body1": "c1", "body2": "c2", "body3": "c3"}
 
     def set_scale(self, scale: int) -> None:
@@ -181,11 +200,7 @@ class CARN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.entry(self.sub_mean(x if self.rgb_range == 1.0 else x * self.rgb_range))
-        cat, out = x, x
-        for block, fuse in zip((self.b1, self.b2, self.b3), (self.c1, self.c2, self.c3)):
-            cat = torch.cat([cat, block(out)], dim=1)
-            out = fuse(cat)
-        out = self.exit(self.upsample(out, self.scale))
+        out = self.exit(self.upsample(self.cascade(x), self.scale))
         out = self.add_mean(out)
         return out if self.rgb_range == 1.0 else out / self.rgb_range  # the official weights use 1: skip a pass
 
