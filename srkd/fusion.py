@@ -122,7 +122,6 @@ class CatFreeCascade(nn.Module):
     def __init__(self, cascade: nn.Module):
         super().__init__()
         self.__dict__["original"] = cascade  # plain reference: run when oneDNN does not apply
-        self.__dict__["units"] = cascade.units
         self.levels = len(cascade.fuses)
         for k, fuse in enumerate(cascade.fuses):
             conv = fuse.body[0]
@@ -154,7 +153,7 @@ class CatFreeCascade(nn.Module):
         acc = [conv(x, getattr(self, f"w{k}_0"), getattr(self, f"b{k}"), *one, "none", [], "")
                for k in range(self.levels)]
         out = x
-        for j, unit in enumerate(self.units, start=1):
+        for j, unit in enumerate(self.original.units, start=1):  # by name: rewritten units apply
             m = unit(out)
             for k in range(j - 1, self.levels):
                 torch.ops.mkldnn._convolution_pointwise_.binary(

@@ -195,3 +195,19 @@ def test_cascades_with_other_fuses_are_left_alone():
     net.b1.c2.body[1] = nn.Tanh()  # not conv + ReLU any more
     assert not CatFreeCascade.applies(net.b1.cascade) and CatFreeCascade.applies(net.b2.cascade)
     assert fuse_cascades(net) == 3 and not isinstance(net.b1.cascade, CatFreeCascade)
+
+
+def test_rewritten_units_run_inside_the_cat_free_cascades():
+    """Cascades look their units up by name, so the fused residual units are the ones that run."""
+    torch.manual_seed(0)
+    net = build_from_spec(f"{SMALL['carn-m']},scale=2").eval()
+    fast = copy.deepcopy(net)
+    assert fuse_cascades(fast) == 4 and fuse_conv_relu(fast) > 0
+    calls = []
+    for m in fast.modules():
+        if isinstance(m, (ResidualReLU, CatFreeCascade)):
+            m.register_forward_hook(lambda mod, i, o: calls.append(type(mod).__name__))
+    x = torch.rand(1, 3, 12, 15)
+    with torch.no_grad():
+        assert float((fast(x) - net(x)).abs().max()) < 1e-5
+    assert calls.count("ResidualReLU") == 9 and calls.count("CatFreeCascade") == 4  # 3 blocks x 3 uses

@@ -110,14 +110,23 @@ class Cascade(nn.Module):
     """The cascading connection: ``out_k = fuse_k(cat(x, unit_1(out_0), ..., unit_k(out_{k-1})))``
     with ``out_0 = x``; returns the last ``out_k``.
 
-    It has no parameters and holds its units and fuses as plain references (their owner registers
-    and names them, with the official names). It names the pattern so that srkd.fusion can run it
-    without the concatenations at inference.
+    It has no parameters: its owner registers the units and fuses under their official names, and
+    they are looked up by name at each call, so that rewrites of them (srkd.fusion) apply here
+    too. It names the pattern so that srkd.fusion can run it without the concatenations.
     """
 
-    def __init__(self, units: tuple[nn.Module, ...], fuses: tuple[nn.Module, ...]):
+    def __init__(self, owner: nn.Module, units: tuple[str, ...], fuses: tuple[str, ...]):
         super().__init__()
-        self.__dict__["units"], self.__dict__["fuses"] = tuple(units), tuple(fuses)
+        self.__dict__["owner"] = owner  # not registered: the owner holds this module
+        self.unit_names, self.fuse_names = tuple(units), tuple(fuses)
+
+    @property
+    def units(self) -> tuple[nn.Module, ...]:
+        return tuple(getattr(self.owner, n) for n in self.unit_names)
+
+    @property
+    def fuses(self) -> tuple[nn.Module, ...]:
+        return tuple(getattr(self.owner, n) for n in self.fuse_names)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cat, out = x, x
@@ -140,8 +149,8 @@ class CascadingBlock(nn.Module):
         self.c1 = BasicBlock(channels * 2, channels, 1, 1, 0)
         self.c2 = BasicBlock(channels * 3, channels, 1, 1, 0)
         self.c3 = BasicBlock(channels * 4, channels, 1, 1, 0)
-        units = (self.b1, self.b1, self.b1) if mobile else (self.b1, self.b2, self.b3)
-        self.cascade = Cascade(units, (self.c1, self.c2, self.c3))
+        units = ("b1", "b1", "b1") if mobile else ("b1", "b2", "b3")
+        self.cascade = Cascade(self, units, ("c1", "c2", "c3"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.cascade(x)
@@ -180,7 +189,7 @@ class CARN(nn.Module):
         self.c3 = BasicBlock(c * 4, c, 1, 1, 0)
         self.upsample = UpsampleBlock(c, self.scales, self.group)
         self.exit = nn.Conv2d(c, 3, 3, 1, 1)
-        self.cascade = Cascade((self.b1, self.b2, self.b3), (self.c1, self.c2, self.c3))
+        self.cascade = Cascade(self, ("b1", "b2", "b3"), ("c1", "c2", "c3"))
         self.feature_taps = {"body1": "c1", "body2": "c2", "body3": "c3"}
 
     def set_scale(self, scale: int) -> None:
