@@ -78,22 +78,22 @@ def main() -> None:
             worst_q = worst_f = 0.0
             differing = total = 0
             start = time.perf_counter()
-            tiled_any = False
+            tiled = 0
             for p in imgs:
                 x = to_t(lr(p))
                 if p not in refs:
                     refs[p] = whole.process(x)
                 ref = refs[p]
                 out = up.process(x)
-                tiled_any |= len(plan_tiles(*x.shape[-2:], up.tile, up.tile_pad)) > 1
+                tiled += len(plan_tiles(*x.shape[-2:], up.tile, up.tile_pad)) > 1
                 q = (out * 255).round() - (ref * 255).round()
                 worst_q = max(worst_q, float(q.abs().max()))
                 worst_f = max(worst_f, float((out - ref).abs().max()) * 255)
                 differing += int((q != 0).any(1).sum())
                 total += q.shape[-1] * q.shape[-2]
-            used = up.tile if tile != "auto" else f"auto ({up.tile or 'whole'})"
+            used = up.tile if tile != "auto" else f"auto ({tiled} of {len(imgs)} images tiled)"
             print(f"| {name} | {up.precision} | {used} | {up.tile_pad} | {len(imgs)} | {worst_q:.0f} | "
-                  f"{differing / total:.2e} | {worst_f:.3f} |" + ("" if tiled_any else " (no image was tiled)"), flush=True)
+                  f"{differing / total:.2e} | {worst_f:.3f} |" + ("" if tiled else " (no image was tiled)"), flush=True)
             del start
 
 

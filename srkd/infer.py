@@ -10,7 +10,8 @@ build on it). Stable API::
 ``x`` is a float tensor (1, 3, h, w) with values in [0, 1] in host memory; ``sr`` is (1, 3, h*s, w*s)
 in host memory, clamped to [0, 1] (or, with ``out_dtype=torch.uint8``, rounded to 0..255 on the
 device). After construction ``up.device``, ``up.precision`` (``"fp32"|"bf16"|"fp16"``), ``up.tile``
-(core size in LR px, or None for whole-image inference), ``up.tile_pad``, ``up.batch_tiles`` and
+(core size in LR px: an int for square cores, a (height, width) pair from the CPU planner, or
+None for whole-image inference), ``up.tile_pad``, ``up.batch_tiles`` and
 ``up.scale`` say what was chosen; ``up.notes`` lists the decisions worth telling a user
 (precision fallback, compile failure). The caller's model is never modified: the helper works on
 a copy.
