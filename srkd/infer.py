@@ -344,30 +344,35 @@ def _axis_options(n: int, pad: int, min_core: int) -> list[tuple[int, int, int]]
     return list(seen.values())
 
 
-def plan_cpu_grid(h: int, w: int, pad: int, workers: int, max_px: float, min_core: int) -> tuple[int, int] | None:
-    """The tile (core height, width) with the least estimated CPU time, or None for the whole image.
+def plan_cpu_grid(h: int, w: int, pad: int, threads: int, max_px: float, min_core: int) -> tuple[tuple[int, int] | None, int]:
+    """``(tile, concurrent)`` with the least estimated CPU time: the core (height, width), or None
+    for the whole image, and how many windows run at once (``threads``, one thread each, or 1 on
+    all threads).
 
-    Windows run one per thread (``Upscaler._tiled``), so n windows of area A take about
-    ceil(n / workers) * A; a single window runs on all threads, less efficiently
-    (``CPU_INTRA_OP_PENALTY`` per extra thread). Each window costs its pad, so the best plan is usually as many
-    large windows as there are threads. The windows in flight must fit ``max_px`` LR pixels of
-    estimated working set; if none does, the smallest windows are used.
+    One window per thread: n windows of area A take about ceil(n / threads) * A. One window at a
+    time on all threads: n * A * (1 + CPU_INTRA_OP_PENALTY * (threads - 1)) / threads. Each
+    window costs its pad, so the best plan is usually as many large windows as there are threads;
+    with many threads and little memory, fewer and larger windows on all threads win. The
+    windows in flight must fit ``max_px`` LR pixels of estimated working set; if no plan does,
+    the smallest windows are used, one at a time.
     """
-    workers = max(1, workers)
+    threads = max(1, threads)
+    shared = (1 + CPU_INTRA_OP_PENALTY * (threads - 1)) / threads
     best = smallest = None
     for ny, th, wy in _axis_options(h, pad, min_core):
         for nx, tw, wx in _axis_options(w, pad, min_core):
             n, area = ny * nx, wy * wx
-            if n == 1:
-                cost = area * (1 + CPU_INTRA_OP_PENALTY * (workers - 1)) / workers
-            else:
-                cost = math.ceil(n / workers) * area
-            plan = (cost, area, None if n == 1 else (th, tw))
+            tile = None if n == 1 else (th, tw)
             if smallest is None or area < smallest[1]:
-                smallest = plan
-            if area * min(n, workers) <= max_px and (best is None or cost < best[0]):
-                best = plan
-    return (best or smallest)[2]
+                smallest = (0.0, area, tile, 1)
+            for concurrent in {threads, 1}:
+                if concurrent > 1 and n == 1:
+                    continue  # a single window always gets every thread
+                cost = math.ceil(n / concurrent) * area if concurrent > 1 else n * area * shared
+                if area * min(n, concurrent) <= max_px and (best is None or cost < best[0]):
+                    best = (cost, area, tile, concurrent)
+    _, _, tile, concurrent = best or smallest
+    return tile, concurrent
 
 
 # ----------------------------------------------------------------------- global pool syncing
@@ -676,26 +681,30 @@ class Upscaler:
 
     def auto_tile(self, h: int, w: int) -> tuple[int | tuple[int, int] | None, int]:
         """(tile, batch) for an h x w image when ``tile='auto'``."""
+        return self._auto_plan(h, w)[:2]
+
+    def _auto_plan(self, h: int, w: int) -> tuple[int | tuple[int, int] | None, int, int | None]:
+        """(tile, batch, windows at once on CPU or None) for an h x w image."""
         budget = available_memory(self.device)
         per_px = self.bytes_per_px()
         fits_whole = h * w * per_px <= budget
         if self.global_context and fits_whole:
-            return None, 1  # exact without the pool-sync passes
+            return None, 1, None  # exact without the pool-sync passes
         if self.device.type == "cpu":
-            tile = plan_cpu_grid(h, w, self.tile_pad, torch.get_num_threads(), min(CPU_WORKING_SET, budget) / per_px,
-                                 max(MIN_TILE, 2 * self.tile_pad))
-            return tile, (1 if self.batch_mode == "auto" or tile is None else int(self.batch_mode))
+            tile, concurrent = plan_cpu_grid(h, w, self.tile_pad, torch.get_num_threads(),
+                                             min(CPU_WORKING_SET, budget) / per_px, max(MIN_TILE, 2 * self.tile_pad))
+            return tile, (1 if self.batch_mode == "auto" or tile is None else int(self.batch_mode)), concurrent
         if fits_whole:
-            return None, 1
+            return None, 1, None
         # Largest tile (multiple of 8) whose padded window fits the budget.
         tile = max(h, w)
         while tile > MIN_TILE and (tile + 2 * self.tile_pad) ** 2 * per_px > budget:
             tile = max(MIN_TILE, (int(tile * 0.8) // 8) * 8)
         if max(h, w) <= tile:
-            return None, 1
+            return None, 1, None
         batch = int(self.batch_mode) if self.batch_mode != "auto" else \
             int(max(1, min(8, budget // max(1.0, (tile + 2 * self.tile_pad) ** 2 * per_px))))
-        return tile, batch
+        return tile, batch, None
 
     def check_precision(self, precision: str, reference: torch.Tensor | None = None) -> tuple[bool, str]:
         """Compare ``precision`` against fp32 on a real image crop: (acceptable, reason)."""
@@ -768,18 +777,19 @@ class Upscaler:
 
     def _process_one(self, x, self_ensemble, progress, out_dtype) -> torch.Tensor:
         h, w = x.shape[-2:]
+        concurrent = None
         if self.tile_mode == "auto":
-            tile, batch = self.auto_tile(h, w)
+            tile, batch, concurrent = self._auto_plan(h, w)
         else:
             tile, batch = self.tile_mode, self.batch_tiles
         while True:
             try:
                 if self_ensemble:
-                    out = self._ensemble(x, tile, batch, progress)
+                    out = self._ensemble(x, tile, batch, progress, concurrent)
                     if out_dtype == torch.uint8:
                         out = out.mul_(255.0).round_().to(torch.uint8)
                 else:
-                    out = self._tiled(x, tile, batch, progress, out_dtype)
+                    out = self._tiled(x, tile, batch, progress, out_dtype, concurrent)
                 break
             except Exception as exc:  # noqa: BLE001 - only OOM is retried, everything else re-raised
                 if not is_out_of_memory(exc):
@@ -800,17 +810,18 @@ class Upscaler:
         self.tile, self.batch_tiles = tile, batch
         return out
 
-    def _ensemble(self, x, tile, batch, progress) -> torch.Tensor:
+    def _ensemble(self, x, tile, batch, progress, concurrent=None) -> torch.Tensor:
         """x8 geometric self-ensemble: flips and transposes, undone and averaged in float32."""
         acc = None
         for k in range(8):
             t = _dihedral(x, k)
             sub = None if progress is None else (lambda d, n, k=k: progress(k * n + d, 8 * n))
-            y = _dihedral_inverse(self._tiled(t, tile, batch, sub), k)
+            y = _dihedral_inverse(self._tiled(t, tile, batch, sub, concurrent=concurrent), k)
             acc = y if acc is None else acc.add_(y)
         return acc.div_(8.0)
 
-    def _tiled(self, x: torch.Tensor, tile: int | None, batch: int, progress, out_dtype=torch.float32) -> torch.Tensor:
+    def _tiled(self, x: torch.Tensor, tile, batch: int, progress, out_dtype=torch.float32, concurrent: int | None = None) -> torch.Tensor:
+        """``concurrent``: windows at once on CPU (the auto plan's choice); None: as many as threads allow."""
         h, w = x.shape[-2:]
         s = self.scale
         tiles = plan_tiles(h, w, tile, self.tile_pad)
@@ -845,7 +856,7 @@ class Upscaler:
             return y.cpu()
 
         out = torch.empty(1, 3, h * s, w * s, dtype=out_dtype) if len(tiles) > 1 else None
-        workers = self._cpu_workers(len(groups), groups[0]) if not sync else 1
+        workers = self._cpu_workers(len(groups), groups[0], concurrent) if not sync else 1
         threads = torch.get_num_threads()
         pool = None
         try:
@@ -883,14 +894,14 @@ class Upscaler:
                 sync.start_pass(False, False)
         return out
 
-    def _cpu_workers(self, n_groups: int, group) -> int:
-        """Tiles processed concurrently: CPU only, bounded by threads, tiles and memory."""
+    def _cpu_workers(self, n_groups: int, group, limit: int | None = None) -> int:
+        """Tiles processed concurrently: CPU only, bounded by threads (or ``limit``), tiles and memory."""
         if self.device.type != "cpu" or n_groups < 2 or self._compiled:
             return 1
         t = group[0]
         window_px = len(group) * (t.window[1] - t.window[0]) * (t.window[3] - t.window[2])
         fit = int(available_memory(self.device) // max(1.0, window_px * self.bytes_per_px()))
-        return max(1, min(torch.get_num_threads(), n_groups, fit))
+        return max(1, min(limit or torch.get_num_threads(), n_groups, fit))
 
     def __repr__(self) -> str:
         tile = self.tile_mode if self.tile_mode == "auto" else (self.tile or "none")

@@ -304,16 +304,17 @@ def _grid(h, w, tile, pad):
 def test_cpu_grid_plan_minimises_rounds_times_window_area():
     # 512x512, pad 23, 2 threads: two half-image windows (302x512, one round) beat nine 217x217
     # windows (five rounds: the ninth runs alone) and the whole image on two threads.
-    tile = plan_cpu_grid(512, 512, 23, workers=2, max_px=1e9, min_core=46)
-    assert _grid(512, 512, tile, 23) == (2, 302 * 512)
+    tile, concurrent = plan_cpu_grid(512, 512, 23, threads=2, max_px=1e9, min_core=46)
+    assert _grid(512, 512, tile, 23) == (2, 302 * 512) and concurrent == 2
     # One thread: no reason to split at all (every split only adds pad).
-    assert plan_cpu_grid(512, 512, 23, workers=1, max_px=1e9, min_core=46) is None
+    assert plan_cpu_grid(512, 512, 23, threads=1, max_px=1e9, min_core=46) == (None, 1)
     # Four threads: four windows, one round.
-    assert _grid(512, 512, plan_cpu_grid(512, 512, 23, workers=4, max_px=1e9, min_core=46), 23)[0] == 4
+    tile, concurrent = plan_cpu_grid(512, 512, 23, threads=4, max_px=1e9, min_core=46)
+    assert _grid(512, 512, tile, 23)[0] == 4 and concurrent == 4
     # A memory cap: every window in flight fits, and the plan is the cheapest that does.
-    tile = plan_cpu_grid(1024, 1024, 23, workers=2, max_px=2 * 150_000, min_core=46)
+    tile, concurrent = plan_cpu_grid(1024, 1024, 23, threads=2, max_px=2 * 150_000, min_core=46)
     n, area = _grid(1024, 1024, tile, 23)
-    assert 2 * area <= 2 * 150_000
+    assert concurrent == 2 and 2 * area <= 2 * 150_000
     costs = []
     for ty in range(46, 1025, 7):
         for tx in range(46, 1025, 7):
@@ -321,26 +322,28 @@ def test_cpu_grid_plan_minimises_rounds_times_window_area():
             if m > 1 and 2 * a <= 2 * 150_000:
                 costs.append(math.ceil(m / 2) * a)
     assert math.ceil(n / 2) * area <= min(costs)
-    # Nothing fits: the smallest windows the minimum core allows.
-    tile = plan_cpu_grid(400, 400, 23, workers=2, max_px=10, min_core=46)
-    assert tile == (50, 50) and len(plan_tiles(400, 400, tile, 23)) == 64
+    # Nothing fits: the smallest windows the minimum core allows, one at a time.
+    assert plan_cpu_grid(400, 400, 23, threads=2, max_px=10, min_core=46) == ((50, 50), 1)
+    assert len(plan_tiles(400, 400, (50, 50), 23)) == 64
+    # Many threads, little memory: a few large windows on all threads, not 64 tiny ones whose
+    # pad would be most of the work.
+    tile, concurrent = plan_cpu_grid(2000, 3000, 23, threads=64, max_px=320_000, min_core=46)
+    n, area = _grid(2000, 3000, tile, 23)
+    assert concurrent == 1 and area <= 320_000 and area > 200_000
 
 
-def test_concurrent_cpu_tiles_are_exact_and_restore_threads():
+def test_auto_plan_runs_windows_as_planned(monkeypatch):
     net = _model(SMALL["carn-m"])
     x = _real_crop(100, 120)
     ref = Upscaler(net, precision="fp32", tile=None).process(x)
-    torch.set_num_threads(2)
-    try:
-        up = Upscaler(net, precision="fp32", tile=30)
-        assert up._cpu_workers(12, plan_tiles(100, 120, 30, up.tile_pad)[:1]) == 2
-        done = []
-        out = up.process(x, progress=lambda d, n: done.append((d, n)))
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(1)
+    up = Upscaler(net, precision="fp32")
+    seen = []
+    monkeypatch.setattr("srkd.infer.plan_cpu_grid", lambda *a, **k: ((50, 60), 1))
+    real = up._cpu_workers
+    monkeypatch.setattr(up, "_cpu_workers", lambda n, g, limit=None: seen.append(limit) or real(n, g, limit))
+    out = up.process(x)
+    assert seen == [1] and up.tile == (50, 60)
     assert float((out - ref).abs().max()) * 255 < 0.05
-    assert done[-1] == (16, 16) and [d for d, _ in done] == sorted(d for d, _ in done)
 
 
 class _Shifts(nn.Module):
