@@ -346,6 +346,23 @@ def test_auto_plan_runs_windows_as_planned(monkeypatch):
     assert float((out - ref).abs().max()) * 255 < 0.05
 
 
+def test_concurrent_cpu_tiles_are_exact_and_restore_threads():
+    net = _model(SMALL["carn-m"])
+    x = _real_crop(100, 120)
+    ref = Upscaler(net, precision="fp32", tile=None).process(x)
+    torch.set_num_threads(2)
+    try:
+        up = Upscaler(net, precision="fp32", tile=30)
+        assert up._cpu_workers(12, plan_tiles(100, 120, 30, up.tile_pad)[:1]) == 2
+        done = []
+        out = up.process(x, progress=lambda d, n: done.append((d, n)))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+    assert float((out - ref).abs().max()) * 255 < 0.05
+    assert done[-1] == (16, 16) and [d for d, _ in done] == sorted(d for d, _ in done)
+
+
 class _Shifts(nn.Module):
     """A diagonal mean shift (fast path) and a mixing 1x1 colour conv (generic path)."""
 
