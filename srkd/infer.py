@@ -40,8 +40,8 @@ Why the results are trustworthy:
   read the 3-channel image stay in fp32 (they are cheap, and bf16 has only 8 significant bits:
   not enough to carry 8-bit pixel values through a mean shift exactly).
 * **Out of memory** (CUDA or host) during ``tile="auto"`` inference halves the tile and retries.
-* **Rewrites are checked.** ``fuse=True`` applies srkd.fusion's rewrites (shuffle folding,
-  conv + ReLU) to the copy after tracing, and keeps them only if the fp32 output is unchanged;
+* **Rewrites are checked.** ``fuse=True`` applies srkd.fusion's rewrites (shuffle folding;
+  on CPU conv + ReLU and cat-free cascades) to the copy after tracing, and keeps them only if the fp32 output is unchanged;
   ``up.rewrites`` counts them.
 """
 
@@ -610,9 +610,10 @@ class Upscaler:
         x = torch.rand(1, 3, 20, 20, generator=torch.Generator().manual_seed(0)).to(self.device)
         with torch.no_grad():
             ref = net(x)
+            cpu = self.device.type == "cpu"  # the other two rewrites are oneDNN calls
             folded = fusion.fold_shuffles(net, x)
-            cascades = fusion.fuse_cascades(net) if self.device.type == "cpu" else 0
-            fused = fusion.fuse_conv_relu(net) if self.device.type == "cpu" else 0
+            cascades = fusion.fuse_cascades(net) if cpu else 0  # reads the fuse convs: before fuse_conv_relu
+            fused = fusion.fuse_conv_relu(net) if cpu else 0
             if not folded and not fused and not cascades:
                 return True
             try:
@@ -820,7 +821,8 @@ class Upscaler:
             acc = y if acc is None else acc.add_(y)
         return acc.div_(8.0)
 
-    def _tiled(self, x: torch.Tensor, tile, batch: int, progress, out_dtype=torch.float32, concurrent: int | None = None) -> torch.Tensor:
+    def _tiled(self, x: torch.Tensor, tile: int | tuple[int, int] | None, batch: int, progress,
+               out_dtype=torch.float32, concurrent: int | None = None) -> torch.Tensor:
         """``concurrent``: windows at once on CPU (the auto plan's choice); None: as many as threads allow."""
         h, w = x.shape[-2:]
         s = self.scale
