@@ -65,6 +65,7 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (options not given are taken from its config). Re-running the same command also resumes."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Start over in a run folder holding a different run; replace an existing --export file."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, summary or comparison."),
+        check: bool = typer.Option(False, "--check", help="Check everything (method, values, teacher, student, data, sets, run folder), then exit without training."),
     ) -> None:
         """Distil a teacher into a smaller student with a published KD method, on the shared training engine.
 
@@ -93,6 +94,11 @@ def register(app: typer.Typer) -> None:
             from ..io.files import check_writable
 
             check_writable(export, overwrite)
+        if check:
+            check_job(job, overwrite=overwrite, resume=resume)
+            if not quiet:
+                console.print(f"ok: {job.cfg.method.name} -> {job.cfg.run.out}")
+            return
         main = int(os.environ.get("RANK", "0")) == 0
         job.log = console.print if main and not quiet else None
         from ..train.engine import train
@@ -283,6 +289,15 @@ def prepare(options: dict, config_file, sets, resume: bool, *, method=None, teac
     job = Job(cfg, teacher_file, teacher_ref)
     job.teacher_sha256 = teacher_hash
     return job
+
+
+def check_job(job: Job, overwrite: bool = False, resume: bool = False) -> None:
+    """What ``train`` would refuse at its start, without starting: config, data, sets, run folder."""
+    from ..train.engine import check_config
+    from ..train.runs import RunDir
+
+    cfg = check_config(job.cfg, data=True)
+    RunDir(cfg.run.out).plan(cfg, overwrite=overwrite, resume=resume)
 
 
 # ------------------------------------------------------------------------------------ comparison

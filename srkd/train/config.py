@@ -94,6 +94,7 @@ class TrainLoopConfig:
 class ValConfig:
     sets: list[str] = field(default_factory=lambda: ["set5"])  # benchmark names; empty: no validation
     every: int = 1000  # steps between validations (and always at the end)
+    final_sets: list[str] = field(default_factory=list)  # scored once more at the end only (e.g. the large sets)
     precision: str = "fp32"  # precision of validation inference (fp32 matches `srkd eval`'s default)
     data_root: str | None = None  # default: $SRKD_DATA (Set5 falls back to the bundled copy)
 
@@ -104,6 +105,8 @@ class RunConfig:
     ckpt_every: int = 500  # steps between training checkpoints (and always at the end)
     keep: int = 3  # last K checkpoints kept, plus the best by validation PSNR
     tensorboard: bool = True  # write event files when the optional tensorboard package is installed
+    label: str = ""  # free-form name of the run (srkd bench: the protocol entry); not part of its identity
+    protocol: str = ""  # hash of the srkd bench protocol the run belongs to; not part of its identity
 
 
 @dataclass
@@ -139,7 +142,7 @@ class TrainConfig:
 # Options that may change between the run that wrote a folder and the run resuming it: where and
 # how fast it runs, not what it computes. Everything else must match, or the run is refused.
 RESUME_FREE = {
-    "run.out", "run.tensorboard", "data.workers", "data.cache", "train.threads", "train.device", "val.data_root",
+    "run.out", "run.tensorboard", "run.label", "run.protocol", "data.workers", "data.cache", "train.threads", "train.device", "val.data_root",
 }
 
 
@@ -355,8 +358,15 @@ def differences(a: TrainConfig, b: TrainConfig) -> list[str]:
 
 
 def fingerprint(cfg: TrainConfig) -> str:
-    """Hash of the options that define the computation (what ``differences`` compares)."""
-    flat = {k: v for k, v in _flatten(cfg.to_dict()).items() if k not in RESUME_FREE}
+    """Hash of the options that define the computation (what ``differences`` compares).
+
+    Options at their default value are left out, so that an option added by a later srkd
+    version (whose default keeps the old behaviour) does not orphan a run in progress; a
+    changed default is still caught, by :func:`differences` on the stored ``config.yaml``.
+    """
+    defaults = _flatten(TrainConfig().to_dict())
+    flat = {k: v for k, v in _flatten(cfg.to_dict()).items()
+            if k not in RESUME_FREE and (k not in defaults or defaults[k] != v)}
     return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -54,6 +54,8 @@ from .runs import STATE_FORMAT, STATE_VERSION, MetricsLog, RunDir, rng_state, se
 
 # ----------------------------------------------------------------------------------- the model
 
+METHOD_SEED_OFFSET = 1_000_003  # the methods' random stream is seeded apart from the student's initialisation
+
 
 def build_student(model: C.ModelConfig) -> nn.Module:
     """A randomly initialised network from ``arch`` (family, preset or spec) at ``scale``.
@@ -418,6 +420,31 @@ def _batch_tensors(lr_np, hr_np, device: torch.device, channels_last: bool):
     return lr, hr
 
 
+def check_config(cfg: C.TrainConfig, data: bool = False) -> C.TrainConfig:
+    """Everything that can be checked before a run starts, as one-line errors; the resolved config.
+
+    ``data``: also look the training sources up (train() finds them when it loads them).
+    """
+    C.validate(cfg)
+    cfg = C.resolve_paths(copy.deepcopy(cfg))
+    if not cfg.run.out:
+        raise SrkdError("no run folder: give --out DIR")
+    with torch.device("meta"):  # a bad --arch fails now, not after the data has been loaded
+        build_student(cfg.model)
+    if cfg.val.sets or cfg.val.final_sets:  # and an unknown or missing benchmark before the first validation, not at it
+        from ..evaluate import open_dataset
+
+        for name in [*cfg.val.sets, *cfg.val.final_sets]:
+            open_dataset(name, cfg.model.scale, cfg.val.data_root)
+    if data:
+        from ..data.patches import discover
+
+        for source in cfg.data.sources:
+            if not discover(source, cfg.model.scale):
+                raise SrkdError(f"no training images in {source}")
+    return cfg
+
+
 def train(
     cfg: C.TrainConfig,
     method_factory: Callable[[nn.Module], nn.Module] | None = None,
@@ -434,17 +461,7 @@ def train(
     """
     from rich.console import Console
 
-    C.validate(cfg)
-    cfg = C.resolve_paths(copy.deepcopy(cfg))
-    if not cfg.run.out:
-        raise SrkdError("no run folder: give --out DIR")
-    with torch.device("meta"):  # a bad --arch fails now, not after the data has been loaded
-        build_student(cfg.model)
-    if cfg.val.sets:  # and an unknown or missing benchmark before the first validation, not at it
-        from ..evaluate import open_dataset
-
-        for name in cfg.val.sets:
-            open_dataset(name, cfg.model.scale, cfg.val.data_root)
+    cfg = check_config(cfg)
     console = console or Console()
     wall0 = time.perf_counter()
     d = setup_distributed(cfg.train.device)
@@ -495,13 +512,22 @@ def _train(cfg, method_factory, overwrite, resume, progress, console, d: Dist, w
                       f"{cfg.data.patch}px LR patch")
 
     # ---- model, method, optimiser (seeded: the initialisation is part of the run's identity)
+    # The student's initial weights come from a generator of their own, seeded by the run's seed
+    # alone, and the batches are a pure function of (seed, step, rank) (srkd.data.patches). So
+    # nothing a method draws (noise, crops, negatives, its adapters' initialisation) shifts either:
+    # seed s gives every method the same initial student and the same batches, which is what
+    # makes srkd bench's paired per-seed differences meaningful.
     seed = cfg.train.seed
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        student = build_student(cfg.model)
+    # the global generators, for the method's own draws, on a stream apart from the student's
+    method_seed = seed + METHOD_SEED_OFFSET
+    torch.manual_seed(method_seed)
+    np.random.seed(method_seed % 2**32)
     import random
 
-    random.seed(seed)
-    student = build_student(cfg.model)
+    random.seed(method_seed)
     method = method_factory(student) if method_factory is not None else Supervised(student, cfg.optim.loss)
     trainable = dict(method.trainable_modules())
     if trainable.get("student") is not student:
@@ -678,10 +704,11 @@ def _train(cfg, method_factory, overwrite, resume, progress, console, d: Dist, w
                     display.update(step, ips=f"{n_window / (now - t_window):.2f}", loss=f"{last_loss:.4f}", lr=f"{lr_now:.2e}")
                     t_window, n_window = now, 0
 
-                validate = bool(cfg.val.sets) and (step % cfg.val.every == 0 or step == total)
+                final = step == total
+                validate = (bool(cfg.val.sets) and (step % cfg.val.every == 0 or final)) or (final and bool(cfg.val.final_sets))
                 improved = False
                 if validate and d.main:
-                    val_last = _validate(cfg, _eval_view(method, ema.module if ema else student), device)
+                    val_last = _validate(cfg, _eval_view(method, ema.module if ema else student), device, final)
                     first = next(iter(val_last))
                     score = val_last[first]["psnr"]
                     rec = {"kind": "val", "step": step, **{f"{k}_psnr": v["psnr"] for k, v in val_last.items()},
@@ -739,12 +766,16 @@ def _eval_view(method, model: nn.Module) -> nn.Module:
     return view(model) if view is not None else model
 
 
-def _validate(cfg: C.TrainConfig, model: nn.Module, device: torch.device) -> dict:
+def _validate(cfg: C.TrainConfig, model: nn.Module, device: torch.device, final: bool = False) -> dict:
+    """Scores on ``val.sets`` (the first one picks the best checkpoint), plus ``val.final_sets`` at the end."""
     from ..evaluate import evaluate
 
+    sets = list(cfg.val.sets)
+    if final:
+        sets += [s for s in cfg.val.final_sets if s not in sets]
     was_training = model.training
     try:
-        results = evaluate(model, datasets=list(cfg.val.sets), scale=model.scale, data_root=cfg.val.data_root,
+        results = evaluate(model, datasets=sets, scale=model.scale, data_root=cfg.val.data_root,
                            device=str(device), precision=cfg.val.precision, progress=False)
     finally:
         model.train(was_training)

@@ -1,0 +1,92 @@
+"""``srkd bench``: every method of a protocol, every seed, one table (a thin layer over srkd.bench)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def _seeds(text: str | None) -> list[int] | None:
+    from ..errors import SrkdError
+
+    if text is None:
+        return None
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise SrkdError(f"--seeds expects comma-separated integers such as 0,1, got '{text}'") from None
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("bench")
+    def bench(
+        protocol: Path = typer.Argument(None, help="Protocol file (YAML): teacher, student, config, seeds, entries. See examples/protocols/."),
+        out: Path = typer.Option(None, "--out", "-o", help="Bench folder: one run folder per entry and seed (ENTRY/seedN), logs/, results.{json,csv,md}, report.html."),
+        only: list[str] = typer.Option(None, "--only", help="Run only this entry (label or id); repeatable."),
+        seeds: str = typer.Option(None, "--seeds", help="Run only these seeds, comma-separated (e.g. 0,1). [default: the protocol's]"),
+        print_commands: bool = typer.Option(False, "--print-commands", help="Print one srkd distill command per run (for a cluster queue) and exit."),
+        collect: list[Path] = typer.Option(None, "--collect", help="Aggregate run folders made anywhere (bench folders or run folders; repeatable) into --out, without running."),
+        jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Runs at once, one GPU each (CUDA_VISIBLE_DEVICES)."),
+        markdown: Path = typer.Option(None, "--markdown", help="Also write the paper-style table (entries x sets, best in bold) to this file ('-': print it)."),
+        report: bool = typer.Option(True, "--report/--no-report", help="Write report.html (needs matplotlib: pip install srkd[report])."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display or table."),
+    ) -> None:
+        """Compare distillation methods under one protocol: every (entry, seed) as an ordinary srkd distill run, then the table.
+
+        Example: srkd bench examples/protocols/mini-x4.yaml --out ~/bench/mini-x4
+        """
+        from rich.console import Console
+
+        from ..bench import aggregate, load_protocol, run_grid, validate
+        from ..errors import SrkdError
+
+        console = Console()
+        if collect:
+            if protocol is not None:
+                raise SrkdError("--collect aggregates existing run folders; give either a protocol or --collect, not both")
+            if out is None:
+                raise SrkdError("--collect needs --out DIR, where results.{json,csv,md} are written")
+            results = aggregate.collect(collect)
+            _publish(console, results, out, markdown, report, quiet)
+            return
+        if protocol is None:
+            raise SrkdError("give a protocol file (examples/protocols/mini-x4.yaml) or --collect RUN_FOLDERS")
+        if out is None:
+            raise SrkdError("give --out DIR: the bench folder that holds the runs and the results")
+        p = load_protocol(protocol)
+        runs = p.runs(out.expanduser().resolve(), only=only or None, seeds=_seeds(seeds))
+        validate(p, out, runs)
+        if print_commands:
+            for r in runs:
+                typer.echo(r.command())
+            return
+        if not quiet:
+            skipped = [e.label for e in p.entries if not e.runnable]
+            console.print(f"protocol {p.name} ({p.hash}): {len(runs)} runs"
+                          + (f"; listed, not run: {', '.join(skipped)}" if skipped else ""))
+        run_grid(p, out.expanduser().resolve(), runs, jobs=jobs, console=console, progress=not quiet)
+        results = aggregate.collect([out], protocol=p)
+        _publish(console, results, out, markdown, report, quiet)
+
+
+def _publish(console, results, out: Path, markdown, report: bool, quiet: bool) -> None:
+    from ..bench import aggregate
+
+    written = aggregate.write(results, out)
+    if markdown is not None:
+        text = aggregate.paper_table(results)
+        if str(markdown) == "-":
+            console.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
+            from ..io.files import atomic_path
+
+            with atomic_path(markdown, overwrite=True) as tmp:
+                tmp.write_text(text)
+    if report:
+        from ..bench.report import write_report
+
+        written.append(write_report(results, out, console=None if quiet else console))
+    if not quiet:
+        aggregate.print_table(console, results)
+        console.print("written: " + ", ".join(str(p) for p in written), soft_wrap=True)
