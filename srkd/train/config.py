@@ -142,6 +142,9 @@ class TrainConfig:
 # Options that may change between the run that wrote a folder and the run resuming it: where and
 # how fast it runs, not what it computes. Everything else must match, or the run is refused.
 RESUME_FREE = {
+    # the teacher is identified by method.teacher_sha256, so the same file found at another path
+    # (another checkout, another machine) is the same run
+    "method.teacher",
     "run.out", "run.tensorboard", "run.label", "run.protocol", "data.workers", "data.cache", "train.threads", "train.device", "val.data_root",
 }
 
