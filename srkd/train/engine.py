@@ -599,9 +599,11 @@ def _train(cfg, method_factory, overwrite, resume, progress, console, d: Dist, w
 
     log = MetricsLog(run, cfg.run.tensorboard) if d.main else None
     if log is not None and start == 0:
+        from ..provenance import record
+
         log.write({"kind": "start", "step": 0, "config": cfg.to_dict(), "images": len(dataset.images),
                    "skipped": dataset.skipped, "device": str(device), "precision": precision, "world": d.world,
-                   "threads": torch.get_num_threads()})
+                   "threads": torch.get_num_threads(), **record(device)})
 
     net = method
     if d.active:
@@ -844,6 +846,7 @@ def _finish(cfg, run: RunDir, method, student, ema, dataset, d: Dist, log, best,
     model_path = run.model_path if run.model_path.is_file() else None
     if d.main and not skip_export:
         from ..io.checkpoint import save_model
+        from ..provenance import record
 
         provenance = {
             "method": (method.describe() if hasattr(method, "describe") else {"method": cfg.method.name}),
@@ -864,6 +867,7 @@ def _finish(cfg, run: RunDir, method, student, ema, dataset, d: Dist, log, best,
             "trained_seconds": round(elapsed, 1),
             "run": str(run.path),
             "config_fingerprint": C.fingerprint(cfg),
+            **record(device),
         }
         exported = final
         if hasattr(method, "export_model"):
@@ -887,11 +891,12 @@ def _finish(cfg, run: RunDir, method, student, ema, dataset, d: Dist, log, best,
         import json
 
         from ..io.files import atomic_path
+        from ..provenance import machine
 
         summary = {"step": step, "steps": cfg.train.steps, "seconds": round(elapsed, 1), "steps_per_second": round(sps, 4),
                    "data_fraction": round(result.data_fraction, 4), "final_loss": last_loss, "val": val_last, "best": best,
                    "model": str(model_path) if model_path else None, "precision": precision, "device": str(device),
-                   "world": d.world, "rank_hashes": hashes}
+                   "world": d.world, "rank_hashes": hashes, "machine": machine(device)}
         with atomic_path(run.summary_path, overwrite=True) as tmp:
             tmp.write_text(json.dumps(summary, indent=2))
     return result
