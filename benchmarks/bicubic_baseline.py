@@ -13,12 +13,9 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 import torch
 
-from srkd.data.benchmarks import open_benchmark
-from srkd.data.resize import imresize
-from srkd.metrics import psnr, ssim
+from srkd.evaluate import evaluate_bicubic
 
 
 def main() -> None:
@@ -31,14 +28,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     for name in args.datasets:
         for s in args.scales:
-            start, scores = time.perf_counter(), []
-            for sample in open_benchmark(name, s, args.data_root):
-                lr = torch.from_numpy(sample.lr.astype(np.float64)).permute(2, 0, 1)
-                sr = imresize(lr, s, round_between=True).permute(1, 2, 0).numpy().astype(np.uint8)
-                scores.append((psnr(sr, sample.hr, s), ssim(sr, sample.hr, s)))
-            p, q = np.mean(scores, axis=0)
-            print(f"{name} x{s}: {p:.2f} / {q:.4f}  ({len(scores)} images, {time.perf_counter() - start:.1f} s)", flush=True)
-
+            (r,) = evaluate_bicubic([name], s, args.data_root)
+            print(f"{name} x{s}: {r.psnr:.2f} / {r.ssim:.4f}  ({r.n_images} images, {r.seconds:.1f} s)", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -139,3 +139,26 @@ def sr_image(upscaler: Upscaler, lr: np.ndarray, self_ensemble: bool = False) ->
     x = torch.from_numpy(lr.astype(np.float32)).permute(2, 0, 1).unsqueeze(0).div_(255)  # astype copies: safe for read-only arrays
     out = upscaler.process(x, self_ensemble=self_ensemble)
     return quantize(out[0])
+
+
+def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
+    """MATLAB ``imresize(lr, scale, 'bicubic')`` of a uint8 image, rounded per pass as MATLAB does."""
+    from .data.resize import imresize
+
+    t = torch.from_numpy(lr.astype(np.float64)).permute(2, 0, 1)
+    return imresize(t, scale, round_between=True).permute(1, 2, 0).numpy().astype(np.uint8)
+
+
+def evaluate_bicubic(datasets=("set5",), scale: int = 4, data_root=None) -> list[DatasetResult]:
+    """The bicubic baseline under the same protocol (the table in docs/protocol.md)."""
+    results = []
+    for name in datasets:
+        bench = open_dataset(name, scale, data_root)
+        start, scores = time.perf_counter(), []
+        for sample in bench:
+            sr = bicubic_upscale(sample.lr, scale)
+            scores.append(ImageResult(sample.name, psnr(sr, sample.hr, scale), ssim(sr, sample.hr, scale)))
+        results.append(DatasetResult(bench.name, scale, len(scores), float(np.mean([s.psnr for s in scores])),
+                                     float(np.mean([s.ssim for s in scores])), time.perf_counter() - start,
+                                     images=scores))
+    return results

@@ -1,1 +1,465 @@
+"""From run folders to the table: means and spreads over seeds, paired gains over ``scratch``.
 
+A run folder speaks for itself: ``config.yaml`` gives its label (``run.label``), seed, method and
+protocol hash; ``summary.json`` its final scores (the EMA model at the last step, on
+``val.sets`` + ``val.final_sets``); ``metrics.jsonl`` its validation curve, where it ran and how
+long its steps took; ``model.safetensors`` its parameters and provenance. So folders made by
+``srkd bench``, by hand from ``--print-commands`` or on other machines aggregate alike.
+
+Statistics, per entry and validation set:
+
+* mean and sample standard deviation (n - 1) of Y-PSNR and SSIM over the entry's seeds;
+* the gain over ``scratch``: mean and sample standard deviation of the per-seed differences
+  ``entry(seed s) - scratch(seed s)``, over the seeds both have. Same seed means the same initial
+  student and the same batches (srkd.train.engine), so the pairing removes the seed-to-seed
+  variation both share. A gain *exceeds its spread* when there are at least two pairs and its mean
+  is larger than the standard deviation of the differences.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import SrkdError
+from .protocol import SCRATCH, Protocol
+
+SET_ORDER = ("set5", "set14", "b100", "urban100", "manga109")
+SET_NAMES = {"set5": "Set5", "set14": "Set14", "b100": "B100", "urban100": "Urban100", "manga109": "Manga109"}
+RESULTS_FORMAT = "srkd-bench-results"
+
+
+@dataclass
+class RunRecord:
+    folder: str
+    label: str
+    method: str
+    seed: int
+    protocol: str
+    done: bool
+    step: int
+    steps: int
+    val: dict = field(default_factory=dict)  # set -> {psnr, ssim}
+    curve: list = field(default_factory=list)  # [[step, psnr]] on the first validation set
+    curve_set: str = ""
+    seconds: float = 0.0
+    seconds_per_step: float = 0.0
+    device: str = ""
+    machine: str = ""
+    teacher_sha256: str = ""
+    teacher: str = ""
+    scale: int = 0
+    srkd_version: str = ""
+    git_commit: str | None = None
+    params: int = 0
+    macs: int = 0
+    fingerprint: str = ""
+
+
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (None with fewer than two values)."""
+    if not values:
+        return None, None
+    m = sum(values) / len(values)
+    if len(values) < 2:
+        return m, None
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+def exceeds_spread(mean: float | None, sd: float | None, n: int) -> bool:
+    """A gain worth reading: at least two pairs, a mean above the spread of the paired differences,
+    and at least the 0.001 dB the tables print (identical runs differ by float noise)."""
+    return bool(mean is not None and sd is not None and n >= 2 and mean > sd and mean >= 1e-3)
+
+
+# ---------------------------------------------------------------------------------- reading
+
+
+def find_runs(paths) -> list[Path]:
+    """Run folders (holding config.yaml) at or below each path."""
+    found = []
+    for p in paths:
+        p = Path(p).expanduser()
+        if not p.exists():
+            raise SrkdError(f"not found: {p}")
+        if (p / "config.yaml").is_file():
+            found.append(p.resolve())
+        else:
+            found.extend(sorted(c.parent.resolve() for c in p.rglob("config.yaml") if "checkpoints" not in c.parts))
+    seen, unique = set(), []
+    for f in found:
+        if f not in seen:
+            seen.add(f)
+            unique.append(f)
+    return unique
+
+
+def read_run(folder: Path) -> RunRecord:
+    from ..train import config as C
+
+    folder = Path(folder)
+    try:
+        cfg = C.from_dict(C.load_yaml(folder / "config.yaml"))
+    except SrkdError as exc:
+        raise SrkdError(f"{folder}: not a readable srkd run ({exc})") from None
+    summary = _json(folder / "summary.json")
+    rec = RunRecord(folder=str(folder), label=cfg.run.label or cfg.method.name, method=cfg.method.name,
+                    seed=cfg.train.seed, protocol=cfg.run.protocol, done=False, step=int(summary.get("step", 0)),
+                    steps=cfg.train.steps, teacher_sha256=cfg.method.teacher_sha256, fingerprint=C.fingerprint(cfg),
+                    teacher=cfg.method.teacher or "", scale=cfg.model.scale)
+    rec.done = bool(summary) and rec.step >= rec.steps and (folder / "model.safetensors").is_file()
+    rec.val = {k: {"psnr": float(v["psnr"]), "ssim": float(v["ssim"])} for k, v in (summary.get("val") or {}).items()}
+    rec.seconds = float(summary.get("seconds") or 0.0)
+    sps = float(summary.get("steps_per_second") or 0.0)
+    rec.seconds_per_step = 1.0 / sps if sps > 0 else 0.0
+    rec.device = str(summary.get("device") or "")
+    rec.machine = str(summary.get("machine") or "")
+    first = cfg.val.sets[0].lower() if cfg.val.sets else None
+    for r in _jsonl(folder / "metrics.jsonl"):
+        if r.get("kind") == "start":
+            rec.machine = rec.machine or str(r.get("machine") or "")
+            rec.device = rec.device or str(r.get("device") or "")
+        elif r.get("kind") == "val" and first and f"{first}_psnr" in r:
+            rec.curve.append([int(r["step"]), float(r[f"{first}_psnr"])])
+    rec.curve_set = first or ""
+    if rec.done:
+        from ..io.checkpoint import load_model_file
+
+        mf = load_model_file(folder / "model.safetensors")
+        prov = mf.provenance
+        rec.srkd_version = str(prov.get("srkd_version") or "")
+        rec.git_commit = prov.get("git_commit")
+        rec.machine = rec.machine or str(prov.get("machine") or "")
+        rec.params, rec.macs = _complexity(mf.model)
+    return rec
+
+
+def _complexity(model) -> tuple[int, int]:
+    """Parameters, and multiply-adds for a 1280x720 output (the field's convention)."""
+    import copy
+
+    from ..complexity import count_macs, count_params
+
+    meta = copy.deepcopy(model).to("meta")
+    return count_params(model), count_macs(meta, (720 // model.scale, 1280 // model.scale))
+
+
+def _json(path: Path) -> dict:
+    try:
+        d = json.loads(Path(path).read_text())
+        return d if isinstance(d, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _jsonl(path: Path):
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return
+    for line in lines:
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a kill
+        if isinstance(r, dict):
+            yield r
+
+
+# ------------------------------------------------------------------------------ aggregating
+
+
+def collect(paths, protocol: Protocol | None = None) -> dict:
+    """Aggregate every run folder under ``paths`` into the results dict (see :func:`write`)."""
+    folders = find_runs(paths)
+    if not folders:
+        raise SrkdError(f"no srkd run folders (with config.yaml) under {', '.join(str(p) for p in paths)}")
+    records = [read_run(f) for f in folders]
+    return aggregate(records, protocol)
+
+
+def aggregate(records: list[RunRecord], protocol: Protocol | None = None) -> dict:
+    hashes = sorted({r.protocol for r in records})
+    if len(hashes) > 1:
+        raise SrkdError(f"these runs come from {len(hashes)} different protocols ({', '.join(h or 'none' for h in hashes)}); "
+                        "collect each protocol's runs into its own --out")
+    if protocol is not None and hashes and hashes[0] != protocol.hash:
+        raise SrkdError(f"the runs under the bench folder belong to protocol {hashes[0]}, not to {protocol.where} "
+                        f"({protocol.hash}); use another --out")
+    teachers = sorted({r.teacher_sha256 for r in records if r.teacher_sha256})
+    if len(teachers) > 1:
+        raise SrkdError(f"these runs used {len(teachers)} different teachers; a table must hold one")
+    seen = {}
+    for r in records:
+        key = (r.label, r.seed)
+        if key in seen:
+            raise SrkdError(f"two runs of '{r.label}' seed {r.seed}: {seen[key]} and {r.folder}; collect one of them")
+        seen[key] = r.folder
+    done = [r for r in records if r.done]
+    sets = sorted({s for r in done for s in r.val}, key=lambda s: (SET_ORDER.index(s) if s in SET_ORDER else 99, s))
+
+    order = [e.label for e in protocol.entries] if protocol is not None else []
+    for r in records:
+        if r.label not in order:
+            order.append(r.label)
+    by_label = {label: sorted((r for r in done if r.label == label), key=lambda r: r.seed) for label in order}
+    scratch = {r.seed: r for r in by_label.get(SCRATCH, [])}
+    entries = []
+    for label in order:
+        runs = by_label[label]
+        pe = next((e for e in protocol.entries if e.label == label), None) if protocol is not None else None
+        entry = {"label": label, "id": pe.id if pe else (Path(runs[0].folder).parent.name if runs else label),
+                 "method": pe.method if pe else (runs[0].method if runs else ""),
+                 "not_run": pe.not_run_reason if pe and not pe.runnable else None,
+                 "note": pe.note if pe else "", "seeds": [r.seed for r in runs], "n": len(runs), "sets": {}, "gain": {}}
+        for s in sets:
+            ps = [r.val[s]["psnr"] for r in runs if s in r.val]
+            ss = [r.val[s]["ssim"] for r in runs if s in r.val]
+            pm, psd = mean_std(ps)
+            sm, ssd = mean_std(ss)
+            entry["sets"][s] = {"psnr": ps, "ssim": ss, "psnr_mean": pm, "psnr_std": psd, "ssim_mean": sm, "ssim_std": ssd}
+            if scratch and label != SCRATCH:
+                pairs = [(r, scratch[r.seed]) for r in runs if r.seed in scratch and s in r.val and s in scratch[r.seed].val]
+                dp = [a.val[s]["psnr"] - b.val[s]["psnr"] for a, b in pairs]
+                ds = [a.val[s]["ssim"] - b.val[s]["ssim"] for a, b in pairs]
+                gm, gsd = mean_std(dp)
+                hm, hsd = mean_std(ds)
+                entry["gain"][s] = {"seeds": [a.seed for a, _ in pairs], "psnr": dp, "ssim": ds, "psnr_mean": gm,
+                                    "psnr_std": gsd, "ssim_mean": hm, "ssim_std": hsd,
+                                    "exceeds_spread": exceeds_spread(gm, gsd, len(dp))}
+        entry["seconds_per_step"] = mean_std([r.seconds_per_step for r in runs if r.seconds_per_step])[0]
+        entry["wall_seconds"] = mean_std([r.seconds for r in runs if r.seconds])[0]
+        entry["params"] = runs[0].params if runs else None
+        entry["macs"] = runs[0].macs if runs else None
+        entry["runs"] = [{"folder": r.folder, "seed": r.seed, "device": r.device, "machine": r.machine,
+                          "seconds": r.seconds, "seconds_per_step": r.seconds_per_step, "srkd_version": r.srkd_version,
+                          "git_commit": r.git_commit, "curve_set": r.curve_set, "curve": r.curve} for r in runs]
+        entries.append(entry)
+    spread = {}
+    for s in sets:  # the seed spread per set: the mean over entries of their standard deviations
+        sds = [e["sets"][s]["psnr_std"] for e in entries if e["sets"].get(s, {}).get("psnr_std") is not None]
+        spread[s] = sum(sds) / len(sds) if sds else None
+    return {
+        "format": RESULTS_FORMAT, "version": 1,
+        "protocol": {"hash": hashes[0] if hashes else "", "name": protocol.name if protocol else "",
+                     "description": protocol.description if protocol else "",
+                     "text": protocol.raw_text if protocol else "", "seeds": protocol.seeds if protocol else
+                     sorted({r.seed for r in records})},
+        "teacher_sha256": teachers[0] if teachers else "",
+        "teacher": {"path": _teacher_path(records, teachers[0] if teachers else ""), "sha256": teachers[0] if teachers else ""},
+        "scale": records[0].scale,
+        "sets": sets,
+        "entries": entries,
+        "seed_spread_psnr": spread,
+        "incomplete": [{"folder": r.folder, "label": r.label, "seed": r.seed, "step": _progress(r), "steps": r.steps}
+                       for r in records if not r.done],
+    }
+
+
+def _teacher_path(records: list[RunRecord], sha256: str) -> str:
+    """The teacher file the runs name, if it is here with the recorded hash; else the bundled copy
+    when that is the same file (run folders made on another machine)."""
+    from ..cli.distill import DEMO_TEACHER
+    from ..io.hub import model_hash
+
+    for cand in [*(r.teacher for r in records if r.teacher), str(DEMO_TEACHER)]:
+        p = Path(cand)
+        if p.is_file() and (not sha256 or model_hash(p) == sha256):
+            return str(p)
+    return ""
+
+
+def add_reference(results: dict, out: Path, data_root=None, progress=None) -> None:
+    """Teacher and bicubic rows on the same sets, cached in ``out/reference.json`` (by teacher hash and sets)."""
+    from ..evaluate import evaluate, evaluate_bicubic
+
+    scale, sets = int(results.get("scale") or 4), list(results["sets"])
+    teacher = results["teacher"]
+    key = {"teacher_sha256": teacher["sha256"], "scale": scale, "sets": sets}
+    cache = Path(out) / "reference.json"
+    stored = _json(cache)
+    if stored.get("key") == key:
+        results["reference"] = stored["rows"]
+        return
+    if progress is not None:
+        progress("scoring the bicubic baseline and the teacher on " + ", ".join(_name(s) for s in sets))
+    rows = {"bicubic": {r.dataset.lower(): {"psnr": r.psnr, "ssim": r.ssim} for r in evaluate_bicubic(sets, scale, data_root)}}
+    if teacher["path"]:
+        rows["teacher"] = {r.dataset.lower(): {"psnr": r.psnr, "ssim": r.ssim}
+                           for r in evaluate(teacher["path"], datasets=sets, scale=scale, data_root=data_root,
+                                             device="auto", precision="fp32", progress=False)}
+    results["reference"] = rows
+    from ..io.files import atomic_path
+
+    Path(out).mkdir(parents=True, exist_ok=True)
+    with atomic_path(cache, overwrite=True) as tmp:
+        tmp.write_text(json.dumps({"key": key, "rows": rows}, indent=2))
+
+
+def _progress(r: RunRecord) -> int:
+    from .runner import last_step
+
+    return r.step or last_step(Path(r.folder) / "metrics.jsonl")
+
+
+# ---------------------------------------------------------------------------------- writing
+
+
+def _fmt(mean, std, digits: int, sign: bool = False) -> str:
+    if mean is None:
+        return "–"
+    text = f"{mean:+.{digits}f}" if sign else f"{mean:.{digits}f}"
+    return text + (f" ± {std:.{digits}f}" if std is not None else "")
+
+
+def _name(s: str) -> str:
+    return SET_NAMES.get(s, s)
+
+
+def paper_table(results: dict) -> str:
+    """Rows are entries, columns sets (PSNR / SSIM); the best per column in bold; ± only with seeds > 1."""
+    sets = results["sets"]
+    best = {}
+    for s in sets:
+        vals = [(e["sets"][s]["psnr_mean"], e["sets"][s]["ssim_mean"]) for e in results["entries"]
+                if e["n"] and e["sets"].get(s, {}).get("psnr_mean") is not None]
+        best[s] = (max(v[0] for v in vals), max(v[1] for v in vals)) if vals else (None, None)
+    head = "| method | seeds | " + " | ".join(f"{_name(s)} PSNR / SSIM" for s in sets) + " |"
+    lines = [head, "|" + "---|" * (len(sets) + 2)]
+    for name, ref in (results.get("reference") or {}).items():
+        lines.append(f"| {name} | | " + " | ".join(f"{ref[s]['psnr']:.2f} / {ref[s]['ssim']:.4f}" if s in ref else "–"
+                                                   for s in sets) + " |")
+    for e in results["entries"]:
+        if not e["n"]:
+            reason = e["not_run"] or "no finished run"
+            lines.append(f"| {e['label']} | 0 | " + " | ".join(reason if i == 0 else "" for i in range(len(sets))) + " |")
+            continue
+        cells = []
+        for s in sets:
+            st = e["sets"][s]
+            if st["psnr_mean"] is None:
+                cells.append("–")
+                continue
+            p = _fmt(st["psnr_mean"], st["psnr_std"], 2)
+            q = _fmt(st["ssim_mean"], st["ssim_std"], 4)
+            if best[s][0] is not None and round(st["psnr_mean"], 2) == round(best[s][0], 2):
+                p = f"**{p}**"
+            if best[s][1] is not None and round(st["ssim_mean"], 4) == round(best[s][1], 4):
+                q = f"**{q}**"
+            cells.append(f"{p} / {q}")
+        lines.append(f"| {e['label']} | {e['n']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def gain_table(results: dict) -> str:
+    sets = results["sets"]
+    lines = ["| method | pairs | " + " | ".join(f"{_name(s)} ΔPSNR (dB)" for s in sets) + " |",
+             "|" + "---|" * (len(sets) + 2)]
+    for e in results["entries"]:
+        if e["label"] == SCRATCH or not e["gain"]:
+            continue
+        cells = []
+        for s in sets:
+            g = e["gain"].get(s)
+            if not g or g["psnr_mean"] is None:
+                cells.append("–")
+                continue
+            text = _fmt(g["psnr_mean"], g["psnr_std"], 3, sign=True)
+            cells.append(f"**{text}**" if g["exceeds_spread"] else text)
+        n = max((len(g["psnr"]) for g in e["gain"].values()), default=0)
+        lines.append(f"| {e['label']} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def cost_table(results: dict) -> str:
+    lines = ["| method | seconds / step | wall time per run | parameters | multiply-adds (720p) | where |", "|---|---|---|---|---|---|"]
+    for e in results["entries"]:
+        if not e["n"]:
+            continue
+        where = sorted({f"{r['device']} ({r['machine']})" if r["machine"] else r["device"] for r in e["runs"]})
+        sps = f"{e['seconds_per_step']:.3f}" if e["seconds_per_step"] else "–"
+        wall = f"{e['wall_seconds'] / 60:.1f} min" if e["wall_seconds"] else "–"
+        params = f"{e['params'] / 1e6:.3f} M" if e["params"] else "–"
+        macs = f"{e['macs'] / 1e9:.1f} G" if e["macs"] else "–"
+        lines.append(f"| {e['label']} | {sps} | {wall} | {params} | {macs} | {', '.join(where)} |")
+    return "\n".join(lines) + "\n"
+
+
+def markdown(results: dict) -> str:
+    p = results["protocol"]
+    parts = [f"# srkd bench: {p['name'] or 'collected runs'} (protocol {p['hash'] or 'unknown'})", ""]
+    if p.get("description"):
+        parts += [p["description"], ""]
+    parts += ["Y-PSNR (dB) / SSIM of the EMA student at the last step, mean ± standard deviation over seeds.", "",
+              paper_table(results),
+              "Gain over `scratch`: mean ± standard deviation of the paired per-seed differences; bold where the mean "
+              "exceeds the standard deviation (at least 2 pairs).", "", gain_table(results),
+              "Cost (seconds per step as the runs measured them; load on the machine changes them, not the scores):", "",
+              cost_table(results)]
+    if results["incomplete"]:
+        parts += ["Unfinished runs (not in the table): " + ", ".join(
+            f"{r['label']} seed {r['seed']} ({r['step']}/{r['steps']})" for r in results["incomplete"]), ""]
+    return "\n".join(parts)
+
+
+def to_csv(results: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["label", "method", "set", "seeds", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "gain_psnr_mean",
+                "gain_psnr_std", "gain_ssim_mean", "gain_ssim_std", "gain_exceeds_spread", "seconds_per_step",
+                "wall_seconds", "params", "macs", "not_run"])
+    for e in results["entries"]:
+        for s in results["sets"] or [""]:
+            st = e["sets"].get(s, {})
+            g = e["gain"].get(s, {})
+            w.writerow([e["label"], e["method"], s, e["n"], st.get("psnr_mean"), st.get("psnr_std"), st.get("ssim_mean"),
+                        st.get("ssim_std"), g.get("psnr_mean"), g.get("psnr_std"), g.get("ssim_mean"), g.get("ssim_std"),
+                        g.get("exceeds_spread"), e["seconds_per_step"], e["wall_seconds"], e["params"], e["macs"],
+                        e["not_run"] or ""])
+    return buf.getvalue()
+
+
+def write(results: dict, out: Path) -> list[Path]:
+    from ..io.files import atomic_path
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in (("results.json", json.dumps(results, indent=2, sort_keys=False)), ("results.csv", to_csv(results)),
+                       ("results.md", markdown(results))):
+        with atomic_path(out / name, overwrite=True) as tmp:
+            tmp.write_text(text)
+        written.append(out / name)
+    return written
+
+
+def print_table(console, results: dict) -> None:
+    from rich.table import Table
+
+    sets = results["sets"]
+    table = Table(title=f"srkd bench {results['protocol']['name']} ({results['protocol']['hash']}): Y-PSNR dB, mean ± sd over seeds; Δ vs scratch (paired)")
+    table.add_column("method", no_wrap=True, overflow="fold")
+    table.add_column("n", justify="right")
+    for s in sets:
+        table.add_column(_name(s), justify="right", no_wrap=True)
+        table.add_column("Δ", justify="right", no_wrap=True)
+    for e in results["entries"]:
+        if not e["n"]:
+            table.add_row(e["label"], "0", *[""] * (2 * len(sets)))
+            table.add_row("", "", f"[dim]{e['not_run'] or 'no finished run'}[/]", *[""] * (2 * len(sets) - 1))
+            continue
+        row = [e["label"], str(e["n"])]
+        for s in sets:
+            st = e["sets"][s]
+            row.append(_fmt(st["psnr_mean"], st["psnr_std"], 2))
+            g = e["gain"].get(s)
+            text = _fmt(g["psnr_mean"], g["psnr_std"], 3, sign=True) if g else ""
+            row.append(f"[bold green]{text}[/]" if g and g["exceeds_spread"] else text)
+        table.add_row(*row)
+    console.print(table)
+    if results["incomplete"]:
+        console.print(f"{len(results['incomplete'])} unfinished run(s) left out")

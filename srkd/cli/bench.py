@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
                 raise SrkdError("--collect aggregates existing run folders; give either a protocol or --collect, not both")
             if out is None:
                 raise SrkdError("--collect needs --out DIR, where results.{json,csv,md} are written")
-            results = aggregate.collect(collect)
+            results = aggregate.collect(collect, protocol=_stored_protocol(collect))
             _publish(console, results, out, markdown, report, quiet)
             return
         if protocol is None:
@@ -65,14 +65,41 @@ def register(app: typer.Typer) -> None:
             skipped = [e.label for e in p.entries if not e.runnable]
             console.print(f"protocol {p.name} ({p.hash}): {len(runs)} runs"
                           + (f"; listed, not run: {', '.join(skipped)}" if skipped else ""))
+        _keep_protocol(p, out)
         run_grid(p, out.expanduser().resolve(), runs, jobs=jobs, console=console, progress=not quiet)
         results = aggregate.collect([out], protocol=p)
         _publish(console, results, out, markdown, report, quiet)
 
 
+def _keep_protocol(p, out: Path) -> None:
+    """A copy of the protocol in the bench folder, so that --collect can name its entries and show it."""
+    from ..io.files import atomic_path
+
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "protocol.yaml", overwrite=True) as tmp:
+        tmp.write_text(p.raw_text)
+
+
+def _stored_protocol(paths):
+    """The protocol a bench folder kept (the first found), with the teacher hash its runs recorded."""
+    from ..bench import aggregate, load_protocol
+
+    for path in paths:
+        f = Path(path).expanduser() / "protocol.yaml"
+        if f.is_file():
+            p = load_protocol(f)
+            runs = aggregate.find_runs([path])
+            if runs:
+                p.teacher_sha256 = aggregate.read_run(runs[0]).teacher_sha256
+            return p
+    return None
+
+
 def _publish(console, results, out: Path, markdown, report: bool, quiet: bool) -> None:
     from ..bench import aggregate
 
+    if results["sets"]:
+        aggregate.add_reference(results, out, progress=None if quiet else console.print)
     written = aggregate.write(results, out)
     if markdown is not None:
         text = aggregate.paper_table(results)

@@ -1,0 +1,401 @@
+"""srkd bench: protocol validation, the grid end to end (skip, kill and resume), aggregation by hand,
+--print-commands + --collect, the paired-seed guarantee and the HTML report in headless Chromium."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import run_cli
+from srkd.bench import aggregate, load_protocol
+from srkd.bench.runner import last_step
+from srkd.io.checkpoint import save_model
+from srkd.models import build_from_spec
+from srkd.train import config as C
+
+REPO = Path(__file__).resolve().parents[1]
+T91 = REPO / "srkd" / "assets" / "train" / "T91"  # 12 real training images shipped with srkd
+STUDENT = "edsr:n_resblocks=1,n_feats=8"
+STEPS = 24
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
+    save_model(build_from_spec("edsr:n_resblocks=2,n_feats=16,scale=4"), path)
+    return path
+
+
+def write_protocol(path: Path, teacher: Path, entries=None, **over) -> Path:
+    doc = {
+        "name": "tiny",
+        "teacher": str(teacher),
+        "student": STUDENT,
+        "config": {
+            "data": {"sources": [str(T91)], "patch": 24, "batch": 4},
+            "train": {"steps": STEPS, "precision": "fp32", "ema": 0.9},
+            "val": {"sets": ["set5"], "every": 12},
+            "run": {"ckpt_every": 4, "keep": 2, "tensorboard": False},
+        },
+        "seeds": [0, 1],
+        "entries": entries or [{"label": "scratch", "method": "scratch"}, {"label": "kd", "method": "kd"},
+                               {"label": "dckd", "method": "dckd", "requires": "vqgan"}],
+    }
+    for k, v in over.items():
+        doc[k] = v
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
+    return env
+
+
+def bench(*args, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "srkd", "bench", *map(str, args)], capture_output=True, text=True,
+                          env=_env(), timeout=kw.get("timeout", 300))
+
+
+def scores(results: dict) -> dict:
+    """What must not depend on timing, paths or interruptions."""
+    return {e["label"]: {"n": e["n"], "sets": e["sets"], "gain": e["gain"], "seeds": e["seeds"], "not_run": e["not_run"],
+                         "curves": [r["curve"] for r in e["runs"]]} for e in results["entries"]}
+
+
+def _children_of(out: Path) -> list[int]:
+    pids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                cmd = (p / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if str(out) in cmd and "distill" in cmd:
+                pids.append(int(p.name))
+    return pids
+
+
+# --------------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("method", "unknown distillation method 'kdd'"),
+    ("value", "lambda_kd"),
+    ("teacher", "teacher"),
+    ("set", "set6"),
+    ("key", "unknown key 'seedz'"),
+])
+def test_protocol_errors_are_one_line_before_any_run(case, needle, teacher, tmp_path):
+    entries = [{"label": "scratch", "method": "scratch"}, {"label": "kd", "method": "kd"}]
+    over = {}
+    if case == "method":
+        entries[1]["method"] = "kdd"
+    elif case == "value":
+        entries[1]["set"] = {"lambda_kd": "lots"}
+    elif case == "teacher":
+        teacher = tmp_path / "missing.safetensors"
+    elif case == "key":
+        over["seedz"] = [0]
+    proto = write_protocol(tmp_path / "p.yaml", teacher, entries, **over)
+    if case == "set":
+        doc = yaml.safe_load(proto.read_text())
+        doc["config"]["val"]["sets"] = ["set6"]
+        proto.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "bench"
+    code, _, err = run_cli("bench", str(proto), "--out", str(out))
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("srkd: error:") and needle in lines[0], err
+    assert "Traceback" not in err
+    assert not any(out.glob("*/seed*")), "a run started before the protocol was validated"
+
+
+def test_protocol_hash_ignores_seeds_and_entries_and_expands_env(teacher, tmp_path, monkeypatch):
+    monkeypatch.setenv("TINY_DATA", str(T91))
+    a = write_protocol(tmp_path / "a.yaml", teacher)
+    doc = yaml.safe_load(a.read_text())
+    doc["config"]["data"]["sources"] = ["$TINY_DATA"]
+    a.write_text(yaml.safe_dump(doc))
+    b = tmp_path / "b.yaml"
+    doc["seeds"] = [0, 1, 2]
+    doc["entries"] = doc["entries"][:1]
+    b.write_text(yaml.safe_dump(doc))
+    pa, pb = load_protocol(a), load_protocol(b)
+    assert pa.hash == pb.hash
+    run = pa.runs(tmp_path / "out")[0]
+    argv = run.argv()
+    assert argv[argv.index("--data") + 1] == str(T91)
+    assert run.out == tmp_path / "out" / "scratch" / "seed0"
+    assert [r.key for r in pa.runs(tmp_path, only=["kd"], seeds=[1])] == ["kd/seed1"]
+    monkeypatch.delenv("TINY_DATA")
+    with pytest.raises(Exception, match="TINY_DATA"):
+        pa.runs(tmp_path)[0].argv()
+
+
+# ------------------------------------------------------------------------- the grid end to end
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(teacher, tmp_path_factory) -> tuple[Path, dict, Path]:
+    root = tmp_path_factory.mktemp("bench")
+    proto = write_protocol(root / "tiny.yaml", teacher)
+    out = root / "a"
+    r = bench(proto, "--out", out, "--no-report", "--quiet")
+    assert r.returncode == 0, r.stderr
+    return proto, json.loads((out / "results.json").read_text()), out
+
+
+@pytest.mark.slow
+def test_grid_runs_then_skips_then_resumes_after_sigkill(uninterrupted, tmp_path):
+    proto, want, out_a = uninterrupted
+    assert [e["n"] for e in want["entries"]] == [2, 2, 0]
+    assert want["entries"][2]["not_run"] == "not run: needs VQGAN weights"
+    for e in want["entries"][:2]:
+        assert e["sets"]["set5"]["psnr_mean"] > 10 and len(e["runs"]) == 2
+    # a second invocation skips all 4 runs and leaves them as they were
+    before = {p: p.stat().st_mtime_ns for p in out_a.glob("*/seed*/model.safetensors")}
+    again = bench(proto, "--out", out_a, "--no-report")
+    assert again.returncode == 0, again.stderr
+    assert "4 of 4 runs already finished" in again.stdout + again.stderr
+    assert {p: p.stat().st_mtime_ns for p in out_a.glob("*/seed*/model.safetensors")} == before
+
+    # SIGKILL the bench during its third run (scratch/seed1: the grid runs seed by seed), then rerun
+    out_b = tmp_path / "b"
+    proc = subprocess.Popen([sys.executable, "-m", "srkd", "bench", str(proto), "--out", str(out_b), "--no-report", "-q"],
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    third = out_b / "scratch" / "seed1"
+    deadline = time.time() + 240
+    while last_step(third / "metrics.jsonl") < 6 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 30
+    while _children_of(out_b) and time.time() < deadline:  # the training child dies with its parent
+        time.sleep(0.05)
+    assert not _children_of(out_b), "the killed bench left a training process behind"
+    killed_at = last_step(third / "metrics.jsonl")
+    assert 6 <= killed_at < STEPS and not (third / "summary.json").exists(), "run 3 was not killed mid-way"
+    assert (out_b / "kd" / "seed0" / "summary.json").exists()
+    resumed = bench(proto, "--out", out_b, "--no-report", "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    got = json.loads((out_b / "results.json").read_text())
+    assert scores(got) == scores(want)
+    assert got["protocol"]["hash"] == want["protocol"]["hash"]
+
+
+@pytest.mark.slow
+def test_printed_commands_run_by_hand_collect_to_the_same_table(uninterrupted, tmp_path):
+    proto, want, _ = uninterrupted
+    out = tmp_path / "hand"
+    r = bench(proto, "--out", out, "--print-commands")
+    assert r.returncode == 0, r.stderr
+    lines = [x for x in r.stdout.splitlines() if x.strip()]
+    assert len(lines) == 4 and all(x.startswith("srkd distill ") and x.endswith("--quiet") for x in lines)
+    for line in lines:
+        argv = shlex.split(line)
+        done = subprocess.run([sys.executable, "-m", "srkd", *argv[1:]], env=_env(), capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+    collected = tmp_path / "collected"
+    c = bench("--collect", out, "--out", collected, "--no-report", "-q")
+    assert c.returncode == 0, c.stderr
+    got = json.loads((collected / "results.json").read_text())
+    # the hand-made folders name their entries and protocol themselves (run.label, run.protocol)
+    assert got["protocol"]["hash"] == want["protocol"]["hash"]
+    want_scores = {k: v for k, v in scores(want).items() if v["n"]}
+    assert scores(got) == want_scores
+
+
+def test_collect_refuses_mixed_protocols(uninterrupted, tmp_path):
+    _, _, out_a = uninterrupted
+    mixed = tmp_path / "mixed"
+    shutil.copytree(out_a / "scratch", mixed / "scratch")
+    cfg = mixed / "scratch" / "seed0" / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("protocol: ", "protocol: ffff"))
+    code, _, err = run_cli("bench", "--collect", str(mixed), "--out", str(tmp_path / "o"), "--no-report", "-q")
+    assert code == 2 and "different protocols" in err
+
+
+# ---------------------------------------------------------------------------- aggregation by hand
+
+
+def _fake_run(root: Path, label: str, seed: int, set5: float, urban: float, curve: list[tuple[int, float]]) -> Path:
+    folder = root / label / f"seed{seed}"
+    folder.mkdir(parents=True)
+    cfg = C.TrainConfig()
+    cfg.model.arch, cfg.train.seed, cfg.train.steps = STUDENT, seed, 100
+    cfg.method.name = "kd" if label != "scratch" else "scratch"
+    cfg.run.label, cfg.run.protocol, cfg.run.out = label, "abc123", str(folder)
+    (folder / "config.yaml").write_text(cfg.to_yaml())
+    val = {"set5": {"psnr": set5, "ssim": set5 / 100}, "urban100": {"psnr": urban, "ssim": urban / 100}}
+    (folder / "summary.json").write_text(json.dumps({"step": 100, "steps": 100, "seconds": 50.0 + seed,
+                                                     "steps_per_second": 2.0, "val": val, "device": "cpu"}))
+    (folder / "metrics.jsonl").write_text("".join(json.dumps({"kind": "val", "step": s, "set5_psnr": v}) + "\n"
+                                                  for s, v in curve))
+    torch.manual_seed(0)
+    save_model(build_from_spec(STUDENT + ",scale=4"), folder / "model.safetensors", provenance={"srkd_version": "t"})
+    return folder
+
+
+def test_aggregation_matches_hand_computed_statistics(tmp_path):
+    s5 = {"scratch": [30.0, 30.2, 29.9], "kd": [30.1, 30.25, 30.1]}
+    u = {"scratch": [25.0, 25.1, 25.3], "kd": [24.9, 25.15, 25.2]}
+    for label in s5:
+        for seed in range(3):
+            _fake_run(tmp_path, label, seed, s5[label][seed], u[label][seed], [(50, 29.0 + seed), (100, s5[label][seed])])
+    res = aggregate.collect([tmp_path])
+    ent = {e["label"]: e for e in res["entries"]}
+    sc, kd = ent["scratch"], ent["kd"]
+    # scratch Set5: mean 30.0333; deviations -0.0333, 0.1667, -0.1333; sd = sqrt(0.046667 / 2) = 0.152753
+    assert sc["sets"]["set5"]["psnr_mean"] == pytest.approx(30.033333, abs=1e-6)
+    assert sc["sets"]["set5"]["psnr_std"] == pytest.approx(0.152753, abs=1e-6)
+    # kd - scratch on Set5 per seed: 0.10, 0.05, 0.20 -> mean 0.116667, sd sqrt(0.011667 / 2) = 0.076376
+    g = kd["gain"]["set5"]
+    assert g["psnr"] == pytest.approx([0.1, 0.05, 0.2], abs=1e-9)
+    assert g["psnr_mean"] == pytest.approx(0.116667, abs=1e-6)
+    assert g["psnr_std"] == pytest.approx(0.076376, abs=1e-6)
+    assert g["exceeds_spread"] is True
+    # Urban100: -0.10, +0.05, -0.10 -> mean -0.05, sd 0.086603: no gain
+    gu = kd["gain"]["urban100"]
+    assert gu["psnr_mean"] == pytest.approx(-0.05, abs=1e-9) and gu["psnr_std"] == pytest.approx(0.0866025, abs=1e-6)
+    assert gu["exceeds_spread"] is False
+    assert kd["gain"]["set5"]["ssim_mean"] == pytest.approx(0.00116667, abs=1e-8)
+    assert sc["seconds_per_step"] == 0.5 and sc["wall_seconds"] == pytest.approx(51.0)
+    assert sc["params"] == sum(p.numel() for n, p in build_from_spec(STUDENT + ",scale=4").named_parameters()
+                               if not n.startswith(("sub_mean", "add_mean")))
+    assert res["sets"] == ["set5", "urban100"]
+    md = aggregate.markdown(res)
+    assert "| kd | 3 | **30.15 ± 0.09** / **0.3015 ± 0.0009**" in md  # best Set5 in bold, ± with 3 seeds
+    assert "**+0.117 ± 0.076**" in md and "-0.050 ± 0.087" in md
+    # one seed: no "±"
+    one = aggregate.aggregate([aggregate.read_run(tmp_path / "kd" / "seed0"), aggregate.read_run(tmp_path / "scratch" / "seed0")])
+    assert "±" not in aggregate.paper_table(one)
+
+
+def test_mean_std_edge_cases():
+    assert aggregate.mean_std([]) == (None, None)
+    assert aggregate.mean_std([2.0]) == (2.0, None)
+    m, s = aggregate.mean_std([1.0, 2.0, 4.0])
+    assert m == pytest.approx(7 / 3) and s == pytest.approx(math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2))
+
+
+# ----------------------------------------------------------------- same seed, same start and data
+
+
+def test_same_seed_gives_every_method_the_same_initial_student_and_batches(teacher, tmp_path, monkeypatch):
+    from srkd.cli.distill import prepare
+    from srkd.data.patches import Batches
+    from srkd.train.engine import train
+
+    seen: dict[str, dict] = {}
+    original = Batches.get
+
+    def record(method):
+        def get(self, step):
+            lr, hr = original(self, step)
+            seen[method]["batches"].append(hashlib.sha256(lr.tobytes() + hr.tobytes()).hexdigest())
+            return lr, hr
+        return get
+
+    for method in ("kd", "dukd"):  # dukd draws crops, flips and label-consistency coins from the global RNG
+        seen[method] = {"batches": []}
+        opts = dict(data=[T91], steps=4, patch=16, batch=2, seed=3, out=tmp_path / method, val=["none"],
+                    precision="fp32", ema=0.0)
+        job = prepare(opts, None, None, False, method=method, teacher=str(teacher), student=STUDENT)
+
+        def factory(student, job=job, method=method):
+            seen[method]["init"] = {k: v.clone() for k, v in student.state_dict().items()}
+            torch.rand(1000)  # a method drawing before the engine's own draws must not matter either
+            return job.factory(student)
+
+        monkeypatch.setattr(Batches, "get", record(method))
+        train(job.cfg, factory, progress=False)
+    a, b = seen["kd"], seen["dukd"]
+    assert a["init"].keys() == b["init"].keys()
+    assert all(torch.equal(a["init"][k], b["init"][k]) for k in a["init"])
+    assert len(a["batches"]) == 4 and a["batches"] == b["batches"]
+    # and another seed starts elsewhere
+    seen["kd2"] = {"batches": []}
+    job = prepare(dict(data=[T91], steps=1, patch=16, batch=2, seed=4, out=tmp_path / "kd2", val=["none"]), None, None,
+                  False, method="kd", teacher=str(teacher), student=STUDENT)
+    monkeypatch.setattr(Batches, "get", record("kd2"))
+    train(job.cfg, lambda s: (seen["kd2"].__setitem__("init", {k: v.clone() for k, v in s.state_dict().items()}),
+                              job.factory(s))[1], progress=False)
+    assert not all(torch.equal(a["init"][k], seen["kd2"]["init"][k]) for k in a["init"])
+    assert seen["kd2"]["batches"][0] != a["batches"][0]
+
+
+# ------------------------------------------------------------------------------------ the report
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+CHECK_JS = """
+<script>
+window.addEventListener('load', function () {
+  var rows = document.querySelectorAll('#results tr').length;
+  var curve = document.getElementById('curves');
+  var crops = Array.from(document.querySelectorAll('img.crop')).filter(function (i) { return i.complete && i.naturalWidth > 0; });
+  var r = document.createElement('div');
+  r.id = 'check';
+  r.textContent = 'rows=' + rows + ';curve=' + (curve && curve.complete ? curve.naturalWidth : 0) + ';crops=' + crops.length;
+  document.body.appendChild(r);
+});
+</script>
+"""
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(uninterrupted, tmp_path):
+    pytest.importorskip("matplotlib", reason="the report's curves need matplotlib (pip install srkd[report])")
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
+    from conftest import data_path
+
+    data_path("benchmarks", "Urban100")  # the crops come from Urban100
+    _, _, out_a = uninterrupted
+    out = tmp_path / "report"
+    r = bench("--collect", out_a, "--out", out)
+    assert r.returncode == 0, r.stderr
+    page = (out / "report.html").read_text()
+    assert "<script" not in page and "http://" not in page and "https://" not in page  # self-contained, offline
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", CHECK_JS + "</body>"))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([browser, *flags, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    check = dom.stdout.split('id="check">', 1)[1].split("<", 1)[0]
+    fields = dict(kv.split("=") for kv in check.split(";"))
+    assert int(fields["rows"]) >= 1 + 2 + 3  # header, bicubic + teacher, the 3 entries
+    assert int(fields["curve"]) > 300
+    assert int(fields["crops"]) >= 5  # HR, bicubic, teacher, scratch, kd for at least one image
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, *flags, "--window-size=1300,1800", f"--screenshot={shot}", (out / "report.html").as_uri()],
+                   capture_output=True, timeout=120)
+    from PIL import Image
+
+    img = np.asarray(Image.open(shot).convert("L"))
+    assert img.shape[0] > 1000 and (img < 128).mean() > 0.005, "the screenshot is blank"
+    keep = os.environ.get("SRKD_KEEP_SCREENSHOT")
+    if keep:
+        shutil.copy(shot, keep)
