@@ -399,3 +399,49 @@ def test_report_renders_in_headless_chromium(uninterrupted, tmp_path):
     keep = os.environ.get("SRKD_KEEP_SCREENSHOT")
     if keep:
         shutil.copy(shot, keep)
+
+
+def test_jobs_needs_one_gpu_per_run(uninterrupted, tmp_path, monkeypatch):
+    import srkd.bench.runner as runner
+
+    proto, _, _ = uninterrupted
+    monkeypatch.setattr(runner, "gpu_count", lambda: 0)
+    code, _, err = run_cli("bench", str(proto), "--out", str(tmp_path / "j"), "--jobs", "2", "-q", "--no-report")
+    assert code == 2 and "--jobs 2 runs one run per GPU and this machine has 0 GPU(s)" in err
+
+
+def test_jobs_give_each_run_its_own_gpu(uninterrupted, tmp_path, monkeypatch):
+    """With N GPUs, N runs go at once, each with its own CUDA_VISIBLE_DEVICES (checked on fake launches)."""
+    import srkd.bench.runner as runner
+
+    proto, _, _ = uninterrupted
+    p = load_protocol(proto)
+    p.teacher_sha256 = "x"
+    runs = p.runs(tmp_path / "j")
+    monkeypatch.setattr(runner, "gpu_count", lambda: 2)
+    launched, live = [], []
+
+    class FakeProc:
+        def __init__(self, run):
+            self.run, self.t = run, time.time()
+
+        def poll(self):
+            if time.time() - self.t < 0.3:
+                return None
+            # a finished run: what the engine leaves behind
+            self.run.out.mkdir(parents=True, exist_ok=True)
+            (self.run.out / "summary.json").write_text(json.dumps({"step": 1, "steps": 1}))
+            (self.run.out / "model.safetensors").write_bytes(b"x")
+            return 0
+
+    def fake_launch(run, out, device):
+        launched.append((run.key, device, time.time()))
+        return runner._Active(run, FakeProc(run), out / "x.log", time.time(), 0, device)
+
+    monkeypatch.setattr(runner, "_launch", fake_launch)
+    monkeypatch.setattr(runner, "POLL_SECONDS", 0.05)
+    counts = runner.run_grid(p, tmp_path / "j", runs, jobs=2, progress=False)
+    assert counts["run"] == 4
+    assert [d for _, d, _ in launched[:2]] == ["0", "1"]  # the first two start at once, one per GPU
+    assert launched[1][2] - launched[0][2] < 0.2
+    assert {d for _, d, _ in launched} == {"0", "1"}
