@@ -460,6 +460,8 @@ def print_table(console, results: dict) -> None:
             text = _fmt(g["psnr_mean"], g["psnr_std"], 3, sign=True) if g else ""
             row.append(f"[bold green]{text}[/]" if g and g["exceeds_spread"] else text)
         table.add_row(*row)
-    console.print(table)
+    from ..cli.output import show
+
+    show(console, table)
     if results["incomplete"]:
         console.print(f"{len(results['incomplete'])} unfinished run(s) left out")

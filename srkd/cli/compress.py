@@ -83,7 +83,9 @@ def register(app: typer.Typer) -> None:
         for label in t.psnr:
             table.add_row(f"PSNR {label} (Y)", f"{t.psnr[label]:.2f}", f"{s.psnr[label]:.2f}",
                           f"{s.psnr[label] - t.psnr[label]:+.2f} dB")
-        console.print(table)
+        from .output import show
+
+        show(console, table)
         if json_out is not None:
             with atomic_path(json_out, overwrite=overwrite) as tmp:
                 tmp.write_text(json.dumps({"output": str(output), **report.to_dict()}, indent=2))

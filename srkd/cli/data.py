@@ -48,6 +48,8 @@ def register(app: typer.Typer) -> None:
             table.add_row(name, found, images, folder)
             if folder == "-" and name not in MANUAL:
                 missing.append(name)
-        console.print(table)
+        from .output import show
+
+        show(console, table)
         if missing:
             console.print(f"get the missing ones with: srkd data download {' '.join(missing)}", soft_wrap=True)

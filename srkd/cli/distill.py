@@ -39,6 +39,7 @@ def register(app: typer.Typer) -> None:
         set_: list[str] = typer.Option(None, "--set", help="Method hyper-parameter NAME=VALUE (e.g. lambda_kd=0.5, taps=body1,body3), or any config key SECTION.KEY=VALUE (e.g. optim.betas=0.9,0.99). Repeatable."),
         vgg_weights: str = typer.Option(None, "--vgg-weights", help="VGG-19 weights for methods with a VGG loss (csd): a .safetensors/.pth file, hf://owner/repo/file, hub (timm/vgg19.tv_in1k, cached) or random (tests only); same as --set vgg_weights=VALUE."),
         list_methods: bool = typer.Option(False, "--list-methods", help="List the methods with their hyper-parameters and defaults, then exit."),
+        as_json: bool = typer.Option(False, "--json", help="With --list-methods: print them as JSON (for scripts)."),
         data: list[Path] = typer.Option(None, "--data", help="Training data (repeatable): folder of HR images, DIV2K root, or a pair-list file. [default: the bundled 12 T91 images]"),
         val: list[str] = typer.Option(None, "--val", help=f"Validation benchmarks, comma-separated or repeated; 'none' to skip. [default: {_dflt(_D.val.sets)}]"),
         steps: int = typer.Option(None, help=f"Optimiser steps. [default: {_D.train.steps}]"),
@@ -77,7 +78,7 @@ def register(app: typer.Typer) -> None:
 
         console = Console()
         if list_methods:
-            print_methods(console)
+            print_methods(console, as_json)
             return
         if resume and overwrite:
             raise SrkdError("--resume and --overwrite contradict each other; pass one")
@@ -392,7 +393,9 @@ def _print_comparison(console, job: Job, c: dict) -> None:
                           f"{sv['psnr']:.2f} dB / {sv['ssim']:.4f}", f"{sv['psnr'] - tv['psnr']:+.2f} dB")
     console.print(f"teacher: {job.teacher.arch} ({_short(job.teacher)}) from {job.teacher_ref}")
     console.print(f"student: {job.cfg.model.arch} at x{scale}, method {job.cfg.method.name}")
-    console.print(table)
+    from .output import show
+
+    show(console, table)
 
 
 def _short(model) -> str:
@@ -401,11 +404,19 @@ def _short(model) -> str:
     return ",".join(f"{k}={cfg[k]}" for k in keys)
 
 
-def print_methods(console) -> None:
+def print_methods(console, as_json: bool = False) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from ..distill import METHODS, method_doc
+    from .output import print_json, show
 
+    if as_json:
+        docs = [method_doc(cls) for cls in METHODS.values()]
+        print_json([{"name": d.name, "summary": d.summary,
+                     "params": [{"name": n, "type": t, "default": v if isinstance(v, (int, float, str, bool, type(None))) else list(v) if isinstance(v, tuple) else str(v), "help": h}
+                                for n, t, v, h in d.params]} for d in docs])
+        return
     for cls in METHODS.values():
         doc = method_doc(cls)
         table = Table(title=f"{doc.name}: {doc.summary}", title_justify="left", show_edge=False)
@@ -414,7 +425,7 @@ def print_methods(console) -> None:
         table.add_column("default")
         table.add_column("meaning")
         for name, tp, default, help_ in doc.params:
-            table.add_row(name, tp, str(default), help_)
-        console.print(table)
+            table.add_row(name, tp, escape(str(default)), escape(help_))  # help texts hold [a|b] choices, not markup
+        show(console, table)
         console.print()
     console.print("Set them with --set NAME=VALUE or under method: {params: {...}} in --config. Method pages: docs/methods/.")

@@ -57,7 +57,9 @@ def register(app: typer.Typer) -> None:
             if per_image:
                 for im in r.images:
                     table.add_row(f"  {im.name}", "", f"{im.psnr:.2f}", f"{im.ssim:.4f}", "")
-        console.print(table)
+        from .output import show
+
+        show(console, table)
         rows = [r.to_dict(per_image) for r in results]
         if json_out:
             _write_text(json_out, json.dumps({"model": str(loaded.path), "results": rows}, indent=2))

@@ -11,6 +11,7 @@ def register(app: typer.Typer) -> None:
         lr_size: str = typer.Option(
             None, help="LR input size WxH for multiply-adds. Default: 1280/s x 720/s, i.e. a 720p output (the field's convention)."
         ),
+        as_json: bool = typer.Option(False, "--json", help="Print the presets as JSON (for scripts)."),
     ) -> None:
         """List model presets with parameters and multiply-adds (and whether official weights exist)."""
         import torch
@@ -33,6 +34,7 @@ def register(app: typer.Typer) -> None:
         table = Table(title=f"srkd presets; multiply-adds for {note}")
         for col in ("preset", "arch", "scale", "params", "LR input", "mult-adds", "official weights"):
             table.add_column(col, justify="left" if col in ("preset", "arch", "official weights") else "right", no_wrap=True)
+        rows = []
         for name, preset in PRESETS.items():
             with torch.device("meta"):
                 model = build_from_spec(name)
@@ -40,6 +42,13 @@ def register(app: typer.Typer) -> None:
             macs = count_macs(model, (h, w))
             entry = ZOO.get(name)
             weights = "bundled" if entry and entry.bundled else ("download" if entry and entry.url else "manual")
+            rows.append({"preset": name, "arch": preset.arch, "scale": model.scale, "params": count_params(model),
+                         "lr_input": [w, h], "macs": macs, "official_weights": weights})
             table.add_row(name, preset.arch, f"x{model.scale}", f"{count_params(model) / 1e6:.3f}M", f"{w}x{h}",
                           f"{macs / 1e9:.1f}G", weights)
-        Console().print(table)
+        from .output import print_json, show
+
+        if as_json:
+            print_json(rows)
+        else:
+            show(Console(), table)

@@ -181,7 +181,9 @@ def print_summary(console, result) -> None:
         t.add_row("best", f"{b['dataset']} {b['psnr']:.2f} dB at step {b['step']}")
     if result.model_path:
         t.add_row("model", str(result.model_path))
-    console.print(t)
+    from .output import show
+
+    show(console, t)
 
 
 def _hms(seconds: float) -> str:
