@@ -445,3 +445,44 @@ def test_jobs_give_each_run_its_own_gpu(uninterrupted, tmp_path, monkeypatch):
     assert [d for _, d, _ in launched[:2]] == ["0", "1"]  # the first two start at once, one per GPU
     assert launched[1][2] - launched[0][2] < 0.2
     assert {d for _, d, _ in launched} == {"0", "1"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["div2k-edsr-x4", "div2k-rcan-x4", "div2k-csd-edsr-x4"])
+def test_paper_scale_protocols_validate(name, tmp_path, monkeypatch):
+    """Each shipped paper-scale protocol passes the whole check, with DIV2K replaced by a tiny folder
+    and the official teacher (a download) by a random network of the same preset."""
+    from conftest import data_path
+
+    from srkd.bench import validate
+
+    root = data_path("benchmarks")
+    monkeypatch.setenv("SRKD_DATA", str(root.parent))
+    div2k = tmp_path / "DIV2K" / "DIV2K_train_HR"
+    div2k.mkdir(parents=True)
+    for img in sorted(T91.glob("*.png"))[:2]:
+        shutil.copy(img, div2k / img.name)
+    monkeypatch.setenv("DIV2K", str(div2k.parent))
+    p = load_protocol(REPO / "examples" / "protocols" / f"{name}.yaml")
+    assert len(p.seeds) == 3 and any(e.method == "scratch" for e in p.entries)
+    teacher = tmp_path / "teacher.safetensors"
+    torch.manual_seed(0)
+    save_model(build_from_spec(p.teacher), teacher)
+    p.teacher = str(teacher)
+    validate(p, tmp_path / "out")
+    runs = p.runs(tmp_path / "out")
+    assert runs and all(r.entry.runnable for r in runs)
+    assert {r.entry.method for r in runs} | {e.method for e in p.entries if not e.runnable} == {e.method for e in p.entries}
+
+
+def test_mini_protocol_is_the_issue_s_setting():
+    p = load_protocol(REPO / "examples" / "protocols" / "mini-x4.yaml")
+    assert p.teacher == "demo" and p.student == "edsr-baseline:n_feats=32" and p.seeds == [0, 1, 2]
+    c = p.config
+    assert c["data"]["patch"] == 32 and c["data"]["batch"] == 16 and c["optim"]["lr"] == 2e-4
+    assert c["schedule"]["kind"] == "cosine" and c["train"]["ema"] == 0.999 and c["train"]["precision"] == "bf16"
+    assert c["val"] == {"sets": ["set5"], "every": 300, "final_sets": ["set14", "b100", "urban100"]}
+    labels = {e.method: e for e in p.entries}
+    assert set(labels) == {"scratch", "kd", "fitnet", "at", "fakd", "facd", "dukd", "csd", "dckd"}
+    assert labels["csd"].set == {"lambda_cl": 0} and "lambda_cl 0" in labels["csd"].label
+    assert labels["dckd"].requires == "vqgan" and not labels["dckd"].runnable

@@ -118,7 +118,9 @@ class Run:
             else:
                 args += ["--set", f"{key}={_yaml_value(value)}"]
         for key, value in e.set.items():
-            args += ["--set", f"{key}={_yaml_value(value)}"]
+            if "." not in key and isinstance(value, (list, tuple)):
+                value = ",".join(str(v) for v in value)  # method hyper-parameters read lists as a,b,c
+            args += ["--set", f"{key}={value if '.' not in key else _yaml_value(value)}"]
         args += ["--seed", str(self.seed), "--set", f"run.label={_yaml_value(e.label)}",
                  "--set", f"run.protocol={p.hash}", "--out", str(self.out)]
         return args
