@@ -391,8 +391,15 @@ def plan_jobs(
     if any(sep in suffix for sep in ("/", "\\")):
         raise SrkdError(f"--suffix must not contain a path separator: '{suffix}'")
     out = Path(output).expanduser() if output is not None else None
-    # -o names a file when it has an image extension and is not an existing folder.
-    single_file = out is not None and not out.is_dir() and out.suffix.lower() in _FILE_SUFFIXES
+    # -o is a folder when it exists as one, ends with a separator, has no extension, or several
+    # inputs go to it; otherwise it names a file, and its extension must be one srkd writes (a typo
+    # such as out.pgn must not silently become a folder).
+    folder_form = out is not None and (out.is_dir() or str(output).endswith(("/", os.sep)) or not out.suffix)
+    single_file = out is not None and not folder_form and out.suffix.lower() in _FILE_SUFFIXES
+    if out is not None and not folder_form and not single_file and len(sources) <= 1:
+        known = ", ".join(sorted(_FILE_SUFFIXES))
+        raise SrkdError(f"-o {output}: '{out.suffix}' is not an image format srkd writes ({known}); "
+                        f"end the path with / to write into a folder")
     if single_file and len(sources) > 1:
         raise SrkdError(f"-o {output} names one file but {len(sources)} inputs were given; pass a folder for -o")
     if single_file and ext != "same" and WRITE_EXTS[ext] != _canonical(out.suffix):

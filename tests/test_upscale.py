@@ -193,6 +193,23 @@ def test_plan_jobs_rules(tmp_path):
 # ----------------------------------------------------------------------------------- errors
 
 
+def test_unknown_output_extension_is_an_error_not_a_folder(tmp_path):
+    src = tmp_path / "ok.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(src)
+    for typo in ("out.xyz", "out.pgn"):
+        code, _, err = run_cli("upscale", str(src), "-o", str(tmp_path / typo))
+        assert code == 2 and "is not an image format srkd writes" in err and ".png" in err and ".webp" in err
+        assert len(err.strip().splitlines()) == 1 and not (tmp_path / typo).exists()
+    # a folder: it exists, it ends with a separator, it has no extension, or several inputs go to it
+    assert plan_jobs([src], str(tmp_path / "out.xyz") + "/", factor=4)[0].dst == tmp_path / "out.xyz" / "ok_x4.png"
+    (tmp_path / "made.d").mkdir()
+    assert plan_jobs([src], tmp_path / "made.d", factor=4)[0].dst == tmp_path / "made.d" / "ok_x4.png"
+    assert plan_jobs([src], tmp_path / "results", factor=4)[0].dst == tmp_path / "results" / "ok_x4.png"
+    other = tmp_path / "b.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(other)
+    assert plan_jobs([src, other], tmp_path / "set.v2", factor=4)[1].dst == tmp_path / "set.v2" / "b_x4.png"
+
+
 def test_output_exists_without_overwrite(tmp_path):
     write_image(tmp_path / "p.png", _photo())
     target = tmp_path / "p4.png"
