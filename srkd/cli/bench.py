@@ -65,10 +65,13 @@ def register(app: typer.Typer) -> None:
             skipped = [e.label for e in p.entries if not e.runnable]
             console.print(f"protocol {p.name} ({p.hash}): {len(runs)} runs"
                           + (f"; listed, not run: {', '.join(skipped)}" if skipped else ""))
-        _keep_protocol(p, out)
-        run_grid(p, out.expanduser().resolve(), runs, jobs=jobs, console=console, progress=not quiet)
-        results = aggregate.collect([out], protocol=p)
-        _publish(console, results, out, markdown, report, quiet)
+        from ..io.files import FolderLock
+
+        with FolderLock(out, "bench folder"):
+            _keep_protocol(p, out)
+            run_grid(p, out.expanduser().resolve(), runs, jobs=jobs, console=console, progress=not quiet)
+            results = aggregate.collect([out], protocol=p)
+            _publish(console, results, out, markdown, report, quiet)
 
 
 def _keep_protocol(p, out: Path) -> None:

@@ -140,19 +140,28 @@ def discover(source: str | os.PathLike, scale: int) -> list[PairSpec]:
 # Decoding and the LR cache
 
 
+class UnreadableImage(SrkdError):
+    """A training file that cannot be read or decoded: skipped and reported, not fatal."""
+
+
 def decode_image(data: bytes, name: str) -> np.ndarray:
     """Encoded bytes -> uint8 H x W x 3 RGB, as the benchmarks read images (grey replicated,
     alpha dropped, 16-bit rounded to 8, EXIF orientation applied)."""
     from ..io.images import decode_image as decode, to_rgb_uint8
 
-    return to_rgb_uint8(decode(data, name))
+    try:
+        return to_rgb_uint8(decode(data, name))
+    except UnreadableImage:
+        raise
+    except SrkdError as exc:
+        raise UnreadableImage(str(exc)) from None
 
 
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise SrkdError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise UnreadableImage(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def make_lr(hr: np.ndarray, scale: int) -> np.ndarray:
@@ -247,6 +256,7 @@ class TrainingSet:
         for src in sources:
             specs.extend(discover(src, self.scale))
         self.n_files = len(specs)
+        self.unreadable: list[tuple[str, str]] = []  # (file, reason): reported and left out, never a crash mid-run
         if cache == "auto":
             cache = "memmap" if _estimate_bytes(specs) > MEMMAP_THRESHOLD else "memory"
         self.cache = cache
@@ -256,6 +266,8 @@ class TrainingSet:
             images = self._load_all(specs, progress)
         self.images = [im for im in images if min(im.lr.shape[:2]) >= self.patch]
         self.skipped = [im.name for im in images if min(im.lr.shape[:2]) < self.patch]
+        if not images:
+            raise SrkdError(f"none of the {self.n_files} training images could be read (first: {self.unreadable[0][1]})")
         if not self.images:
             smallest = max((min(im.lr.shape[:2]) for im in images), default=0)
             raise SrkdError(f"all {len(images)} training images are smaller than the LR patch ({self.patch} px; "
@@ -269,9 +281,18 @@ class TrainingSet:
         with Progress(*Progress.get_default_columns(), disable=not progress, transient=True) as bar:
             task = bar.add_task(f"loading {len(specs)} training images (x{self.scale})", total=len(specs))
             for spec in specs:
-                out.append(load_pair(spec, self.scale))
+                im = self._try_load(spec)
+                if im is not None:
+                    out.append(im)
                 bar.advance(task)
         return out
+
+    def _try_load(self, spec: PairSpec) -> TrainImage | None:
+        try:
+            return load_pair(spec, self.scale)
+        except UnreadableImage as exc:
+            self.unreadable.append((str(spec.hr), str(exc)))
+            return None
 
     def _load_memmap(self, specs: list[PairSpec], progress: bool) -> list[TrainImage]:
         folder = cache_root() / "train-decoded"
@@ -286,6 +307,8 @@ class TrainingSet:
             raise SrkdError(f"decoded-image cache {data_path} is unreadable ({exc}); delete it and rerun") from None
         if index.get("bytes") != blob.size:
             raise SrkdError(f"decoded-image cache {data_path} is truncated; delete it and rerun")
+        if not self.unreadable:
+            self.unreadable = [tuple(x) for x in index.get("unreadable", [])]
         out = []
         for e in index["images"]:
             hr = blob[e["hr_offset"]: e["hr_offset"] + int(np.prod(e["hr_shape"]))].reshape(e["hr_shape"])
@@ -301,7 +324,10 @@ class TrainingSet:
             with Progress(*Progress.get_default_columns(), disable=not progress, transient=True) as bar:
                 task = bar.add_task(f"decoding {len(specs)} training images into {data_path.parent}", total=len(specs))
                 for spec in specs:
-                    im = load_pair(spec, self.scale)
+                    im = self._try_load(spec)
+                    if im is None:
+                        bar.advance(task)
+                        continue
                     e = {"name": im.name, "hr_shape": list(im.hr.shape), "hr_offset": offset}
                     f.write(im.hr.tobytes())
                     offset += im.hr.size
@@ -311,7 +337,7 @@ class TrainingSet:
                     entries.append(e)
                     bar.advance(task)
         with atomic_path(index_path, overwrite=True) as tmp:
-            tmp.write_text(json.dumps({"bytes": offset, "images": entries}))
+            tmp.write_text(json.dumps({"bytes": offset, "images": entries, "unreadable": self.unreadable}))
 
     # -- sampling --------------------------------------------------------------------------
     @property

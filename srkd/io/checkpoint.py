@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
 from ..errors import SrkdError
 from ..models.registry import build_model
-from .files import atomic_path
+from .files import atomic_path, write_bytes
 
 FORMAT_VERSION = "1"
 
@@ -55,8 +55,9 @@ def save_model(model: nn.Module, path, provenance: dict | None = None, overwrite
     """Write ``model`` as a standalone .safetensors file (atomically)."""
     path = Path(path)
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    data = save(state, metadata=model_metadata(model, provenance))
     with atomic_path(path, overwrite=overwrite) as tmp:
-        save_file(state, str(tmp), metadata=model_metadata(model, provenance))
+        write_bytes(tmp, data)  # a full disk is an OSError here, one line from atomic_path
     return path
 
 

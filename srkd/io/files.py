@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -27,7 +30,13 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True):
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     try:
-        yield Path(tmp)
+        try:
+            yield Path(tmp)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise SrkdError(f"no space left on the device for {path} ({_free(path.parent)} free): free some space "
+                                f"and run the same command again; {'the existing file is untouched' if path.exists() else 'nothing was written'}") from None
+            raise
         # mkstemp creates 0600 files; give the result the permissions a plain open() would.
         umask = os.umask(0)
         os.umask(umask)
@@ -37,3 +46,65 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` with Python's own file I/O, so that a full disk raises OSError
+    (ENOSPC), which :func:`atomic_path` turns into one line; native writers report it as a bare
+    RuntimeError."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _free(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB"
+    except OSError:
+        return "unknown"
+
+
+LOCK_NAME = ".srkd.lock"
+
+
+class FolderLock:
+    """An exclusive OS lock (``flock``) on ``folder/.srkd.lock`` while a run or bench writes there.
+
+    A second srkd process on the same folder is refused with one line naming the holder. The lock
+    belongs to the open file, so the kernel drops it when the process dies, even by SIGKILL: a
+    lock file left behind by a killed run never blocks the next one.
+    """
+
+    def __init__(self, folder, what: str = "run folder"):
+        self.folder, self.what, self.fd = Path(folder), what, None
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): no protection, as before
+            return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = ""
+            with contextlib.suppress(OSError):
+                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise SrkdError(f"{self.folder} is in use by another srkd process ({holder or 'pid unknown'}); wait for it "
+                            f"to finish or stop it, or choose another --out") from None
+        os.ftruncate(fd, 0)
+        cmd = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:300]
+        os.pwrite(fd, f"pid {os.getpid()}: {cmd}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, 0)
+            os.close(self.fd)  # releases the lock
+            self.fd = None

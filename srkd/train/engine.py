@@ -465,8 +465,12 @@ def train(
     console = console or Console()
     wall0 = time.perf_counter()
     d = setup_distributed(cfg.train.device)
+    from ..io.files import FolderLock
+
     try:
-        return _train(cfg, method_factory, overwrite, resume, progress, console, d, wall0)
+        # one process per run folder: a second srkd on the same --out is refused (rank 0 holds it)
+        with FolderLock(cfg.run.out) if d.main else contextlib.nullcontext():
+            return _train(cfg, method_factory, overwrite, resume, progress, console, d, wall0)
     finally:
         if d.owns_group:
             import torch.distributed as dist
@@ -507,6 +511,11 @@ def _train(cfg, method_factory, overwrite, resume, progress, console, d: Dist, w
                                                progress=show))
     if dataset is None:
         dataset = TrainingSet(cfg.data.sources, cfg.model.scale, cfg.data.patch, cfg.data.cache, progress=False)
+    if dataset.unreadable and d.main:
+        first = dataset.unreadable[0][1]
+        note(f"skipped {len(dataset.unreadable)} unreadable training image(s) of {dataset.n_files}: "
+             + ", ".join(Path(f).name for f, _ in dataset.unreadable[:5]) + ("..." if len(dataset.unreadable) > 5 else "")
+             + f" ({first})")
     if dataset.skipped and d.main:
         console.print(f"skipped {len(dataset.skipped)} of {dataset.n_files} training images smaller than the "
                       f"{cfg.data.patch}px LR patch")
@@ -602,7 +611,7 @@ def _train(cfg, method_factory, overwrite, resume, progress, console, d: Dist, w
         from ..provenance import record
 
         log.write({"kind": "start", "step": 0, "config": cfg.to_dict(), "images": len(dataset.images),
-                   "skipped": dataset.skipped, "device": str(device), "precision": precision, "world": d.world,
+                   "skipped": dataset.skipped, "unreadable": [f for f, _ in dataset.unreadable], "device": str(device), "precision": precision, "world": d.world,
                    "threads": torch.get_num_threads(), **record(device)})
 
     net = method

@@ -18,6 +18,8 @@ the previous one is used instead, with a warning.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import json
 import random
 import re
@@ -32,7 +34,7 @@ import torch
 
 from ..errors import SrkdError
 from ..io.zoo import sha256_file
-from ..io.files import atomic_path
+from ..io.files import LOCK_NAME, atomic_path, write_bytes
 from . import config as C
 
 CKPT_RE = re.compile(r"^step_(\d{8})\.pt$")
@@ -83,7 +85,7 @@ class RunDir:
         if stored is None:
             if resume:
                 raise SrkdError(f"nothing to resume: {self.path} holds no srkd run (no config.yaml)")
-            if self.path.exists() and any(self.path.iterdir()) and not overwrite:
+            if self.path.exists() and any(p.name != LOCK_NAME for p in self.path.iterdir()) and not overwrite:
                 raise SrkdError(f"{self.path} exists and is not an srkd run folder; choose another --out or pass --overwrite")
             return RunPlan(self.path, fresh=True, clear=overwrite and self.path.exists())
         if overwrite:
@@ -117,9 +119,12 @@ class RunDir:
     def save_checkpoint(self, step: int, state: dict, keep: int, best_step: int | None) -> Path:
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         path = self.ckpt_dir / f"step_{step:08d}.pt"
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        data = buf.getvalue()
         with atomic_path(path, overwrite=True) as tmp:
-            torch.save(state, tmp)
-            digest = sha256_file(tmp)
+            write_bytes(tmp, data)  # a full disk is an OSError here, one line from atomic_path
+        digest = hashlib.sha256(data).hexdigest()
         with atomic_path(path.with_name(path.name + ".sha256"), overwrite=True) as tmp:
             tmp.write_text(f"{digest}  {path.name}\n")
         self.prune(keep, best_step)
