@@ -141,7 +141,8 @@ def test_data_list_shows_what_is_found(tmp_path):
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(hr / f"{i}.png")
     code, out, err = run_cli("data", "list", "--data-root", str(tmp_path))
     assert code == 0, err
-    lines = {line.split()[1]: line for line in out.splitlines() if line.strip().startswith("│")}
+    # piped: full plain rows (srkd.cli.output), one dataset per line
+    lines = {line.split()[0]: line + " " for line in out.splitlines() if line.strip()}
     assert "yes" in lines["set14"] and " 2 " in lines["set14"]
     assert " no " in lines["set5"] and "manual" in lines["manga109"]
     assert "srkd data download set5 b100 urban100" in out
