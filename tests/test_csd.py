@@ -254,3 +254,24 @@ def test_distill_csd_without_vgg_weights_is_one_line(tmp_path):
     assert code == 2
     assert "--vgg-weights" in stderr and len(stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("vgg_precision, deep_dtype", [("amp", torch.bfloat16), ("fp32", torch.float32)])
+def test_vgg_reads_the_image_in_fp32_under_bf16(vgg_precision, deep_dtype):
+    """Under bf16 autocast the VGG's image-reading conv runs in fp32 (the guard DCKD's VQGAN has);
+    vgg_precision=fp32 runs the whole VGG in fp32; the gradient still reaches the student."""
+    method, _ = _csd(vgg_precision=vgg_precision)
+    seen = {}
+    first, deep = method.vgg.features[0], method.vgg.features[2]
+    first.register_forward_hook(lambda m, i, o: seen.setdefault("first", []).append((i[0].dtype, o.dtype)))
+    deep.register_forward_hook(lambda m, i, o: seen.setdefault("deep", []).append(o.dtype))
+    lr, hr = torch.rand(4, 3, 12, 12), torch.rand(4, 3, 24, 24)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        terms = method(lr, hr)
+    assert len(seen["first"]) == 3  # teacher output, negatives, student output
+    assert all(o == torch.float32 for _, o in seen["first"])  # computed in fp32 whatever the input's dtype
+    assert all(d == deep_dtype for d in seen["deep"])
+    terms["contrast"].float().backward()
+    assert method.student.head[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in method.vgg.parameters())  # the frozen encoder gets nothing
+    assert "forward" not in first.__dict__  # the patch is undone after the step

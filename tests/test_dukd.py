@@ -208,6 +208,38 @@ def test_recipe_follows_the_teacher_family_and_explicit_values_win():
     assert (d.params.zoom_out, d.params.label_consistency, d.params.lambda_rec) == (False, True, 5.0)
 
 
+# Written from yun224/DUKD options/*/dukd_*.yml (pixel_opt, kd_opt, dukd_opt.n_gt_sub, dukd_opt.zoom_out, noisy.prob)
+OFFICIAL = {
+    ("edsr", 2): (5.0, 1.0, 2, True, 0.3), ("edsr", 3): (5.0, 1.0, 1, True, 0.3), ("edsr", 4): (5.0, 1.0, 1, True, 0.3),
+    ("rcan", 2): (1.0, 1.0, 1, False, None), ("rcan", 3): (2.0, 1.0, 1, True, 0.3), ("rcan", 4): (1.0, 1.0, 1, False, None),
+    ("swinir", 2): (5.0, 1.0, 1, False, 0.3), ("swinir", 3): (5.0, 1.0, 1, False, 0.3), ("swinir", 4): (5.0, 1.0, 1, False, 0.3),
+}
+
+
+@pytest.mark.parametrize("family,scale", sorted(OFFICIAL))
+def test_recipe_is_the_official_config_of_each_family_and_scale(family, scale):
+    rec, kd, n_sub, zoom_out, prob = OFFICIAL[(family, scale)]
+    s = f"edsr:n_resblocks=1,n_feats=8,scale={scale}"
+    d = make(student=s, teacher=s, params={"recipe": family})
+    p = d.params
+    assert (p.lambda_rec, p.lambda_kd, p.n_gt_sub, p.zoom_out) == (rec, kd, n_sub, zoom_out)
+    assert p.label_consistency is (prob is not None)
+    if prob is not None:
+        assert p.lc_prob == prob
+    assert (p.two_step, p.lc_revert) == (False, "exact") and d.steps_per_batch == 1  # srkd's loop by default
+    o = make(student=s, teacher=s, params={"recipe": family, "loop": "official"})
+    assert (o.params.two_step, o.params.carry_grad, o.params.lc_revert) == (True, True, "official")
+    assert o.steps_per_batch == 2 and (o.params.lambda_rec, o.params.n_gt_sub) == (rec, n_sub)
+    e = make(student=s, teacher=s, params={"recipe": family, "loop": "official", "lc_revert": "exact"})
+    assert e.params.lc_revert == "exact" and e.params.two_step  # a value given by name still wins
+
+
+def test_rcan_x3_recipe_comes_from_an_rcan_teacher():
+    d = make(student="edsr:n_resblocks=1,n_feats=8,scale=3", teacher="rcan:n_resgroups=1,n_resblocks=1,n_feats=16,scale=3")
+    assert d.recipe == "rcan"
+    assert (d.params.lambda_rec, d.params.zoom_out, d.params.label_consistency, d.params.lc_prob) == (2.0, True, True, 0.3)
+
+
 def test_bad_options_are_one_line_errors():
     with pytest.raises(SrkdError, match="upcycle=true"):
         make("kd", {"label_consistency": "true"})

@@ -317,7 +317,7 @@ def _seconds_per_image(model, device, precision: str, repeats: int = 3) -> float
     import torch
 
     from ..distill.base import autocast_context
-    from ..train.engine import image_convs_fp32
+    from ..amp import image_convs_fp32
 
     model = model.to(device).eval()
     x = torch.rand(1, 3, SPEED_LR, SPEED_LR, device=device)

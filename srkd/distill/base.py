@@ -382,7 +382,7 @@ class Distiller(nn.Module):
         if self.trains_teacher:
             return self._teacher_forward(lr)
         from ..infer import resolve_precision
-        from ..train.engine import image_convs_fp32
+        from ..amp import image_convs_fp32
 
         precision = resolve_precision(self.teacher_precision, lr.device)
         # As for the student in the engine: the convolutions that read and write the image stay

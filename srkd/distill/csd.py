@@ -22,6 +22,7 @@ of the official code (``vgg_input``, ``negatives``) are discussed in ``docs/meth
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..amp import image_convs_fp32
 from ..errors import SrkdError
 from ..slim import check_width, slim_config, slim_forward
 from .base import Distiller, Params, hp, l1
@@ -62,6 +64,12 @@ class CSDParams(Params):
         "raw255",
         "VGG input: raw255 = image x 255 without normalisation (official code); imagenet = ImageNet mean/std",
         choices=("raw255", "imagenet"),
+    )
+    vgg_precision: str = hp(
+        "amp",
+        "VGG forward precision: the training precision (amp; its image-reading conv stays fp32) or always fp32 "
+        "(the official code; bf16 moves the ratio by 2-7 %, benchmarks/encoder_precision.py)",
+        choices=("amp", "fp32"),
     )
     vgg_weights: str = hp("hub", "hub (timm/vgg19.tv_in1k from the Hugging Face Hub), a file path, hf://..., or random (tests only)")
     layer_weights: tuple[str, ...] = hp(tuple(f"{w:g}" for w in LAYER_WEIGHTS), "weights of relu1_1..relu5_1 (official --vgg_weight)")
@@ -177,12 +185,20 @@ class CSD(Distiller):
             warnings.warn(f"csd: a batch of {lr.shape[0]} gives {k} negatives per anchor instead of neg_num={p.neg_num}",
                           stacklevel=2)
         scale = int(self.student.scale)
-        with torch.no_grad():
-            neg_src = lr[index] if index.dim() == 1 else lr
-            neg_img = bicubic_up(neg_src, scale)
-            ft = self.vgg(prepare_input(sr_t.detach(), p.vgg_input))
-            fn = self.vgg(prepare_input(neg_img.to(sr_t.dtype), p.vgg_input))
-        fs = self.vgg(prepare_input(sr_s, p.vgg_input))
+        # VGG's first convolution reads the SR images: in bf16 it would round them to about 1/256,
+        # the size of the student-teacher differences the ratio measures (the same guard as DCKD's
+        # VQGAN; benchmarks/encoder_precision.py measures the effect).
+        device = lr.device.type
+        amp = torch.is_autocast_enabled(device) and p.vgg_precision == "amp"
+        off = contextlib.nullcontext() if amp or not torch.is_autocast_enabled(device) else torch.autocast(device, enabled=False)
+        cast = (lambda x: x) if amp else (lambda x: x.float())
+        with off, image_convs_fp32(self.vgg, amp):
+            with torch.no_grad():
+                neg_src = lr[index] if index.dim() == 1 else lr
+                neg_img = bicubic_up(neg_src, scale)
+                ft = self.vgg(prepare_input(cast(sr_t.detach()), p.vgg_input))
+                fn = self.vgg(prepare_input(cast(neg_img.to(sr_t.dtype)), p.vgg_input))
+            fs = self.vgg(prepare_input(cast(sr_s), p.vgg_input))
         local = torch.arange(k) if index.dim() == 1 else index
         loss = contrastive_loss(fs, ft, fn, local, self.layer_weights)
         self._last = {"contrast_ratio": float(loss.detach()), "negatives": float(k)}

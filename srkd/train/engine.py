@@ -50,6 +50,7 @@ from torch import nn
 
 from ..errors import SrkdError
 from . import config as C
+from ..amp import image_convs_fp32  # noqa: F401  (also imported from here by benchmarks)
 from .runs import STATE_FORMAT, STATE_VERSION, MetricsLog, RunDir, rng_state, set_rng_state
 
 # ----------------------------------------------------------------------------------- the model
@@ -273,31 +274,6 @@ def _cpu_threads(cfg: C.TrainConfig, d: Dist) -> int:
     # Oversubscribing cores makes every convolution wait on the slowest thread (several-fold
     # slower steps), so torch threads plus data threads never exceed this process's share.
     return max(1, cores // d.local_world - cfg.data.workers)
-
-
-def _fp32_forward(self: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        return self._conv_forward(x.float(), self.weight, self.bias)
-
-
-@contextlib.contextmanager
-def image_convs_fp32(model: nn.Module, enabled: bool):
-    """Run the convolutions that read or write the 3-channel image outside autocast.
-
-    bf16 keeps 8 significant bits: the mean shift and the last convolution would otherwise round
-    the image to about one 8-bit level near white. They are a small share of the compute.
-    """
-    patched = []
-    if enabled:
-        for m in model.modules():
-            if isinstance(m, nn.Conv2d) and (m.in_channels == 3 or m.out_channels == 3) and "forward" not in m.__dict__:
-                m.forward = types.MethodType(_fp32_forward, m)
-                patched.append(m)
-    try:
-        yield
-    finally:
-        for m in patched:
-            del m.forward
 
 
 # --------------------------------------------------------------------------------- the engine
