@@ -50,12 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as exc:
         return _exit(exc.exit_code, argv)
     except Exception as exc:  # click usage errors carry their own exit codes
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+        # Typer >= 0.29 vendors click as typer._click, whose exception classes are not click's:
+        # accept both, or a bad option value would end in a traceback.
+        kinds = {c.__name__ for c in type(exc).__mro__}
+        if "ClickException" in kinds and hasattr(exc, "show"):
             exc.show()
-            return _exit(exc.exit_code, argv)
-        if isinstance(exc, click.exceptions.Abort):
+            return _exit(int(getattr(exc, "exit_code", 2)), argv)
+        if "Abort" in kinds:
             print("srkd: aborted", file=sys.stderr)
             return _exit(1, argv)
         raise
