@@ -535,6 +535,7 @@ class Upscaler:
         compile: bool = False,
         check_precision: bool = True,
         fuse: bool = True,
+        cache: bool = True,
     ):
         if hasattr(model, "model") and not isinstance(model, nn.Module):  # a ModelFile
             model = model.model
@@ -548,14 +549,27 @@ class Upscaler:
         requested = str(precision).strip().lower()
         self.precision = resolve_precision(requested, self.device)
         will_check = requested == "auto" and self.precision != "fp32" and check_precision
+        # Decisions verified before for these weights, srkd, torch and device (srkd.decisions).
+        from . import decisions
+
+        self._decision_key = decisions.key(model, self.device, requested) if cache and (will_check or fuse) else None
+        known = (decisions.load(self._decision_key) if self._decision_key else None) or {}
+        learned: dict = {}
+        check_now = will_check and "precision_ok" not in known
         # One fp32 pass does both jobs: trace, and the reference for the precision check.
-        self.trace = trace_model(net, self.device, x=_real_image_crop() if will_check else None)
+        self.trace = trace_model(net, self.device, x=_real_image_crop() if check_now else None)
         self.scale = self.trace.scale
         # after the trace: the fused convolutions no longer call their module (no hooks fire)
         self.rewrites = {"folded_shuffles": 0, "conv_relu": 0, "cat_free_cascades": 0}
-        if fuse and not self._rewrite(net):
-            net = copy.deepcopy(model).eval().requires_grad_(False).to(self.device)
-            self.trace = trace_model(net, self.device, x=_real_image_crop() if will_check else None)
+        if fuse:
+            if known.get("rewrite_ok") is False:
+                self._note("srkd.fusion changed this model's output; running it unfused")
+            else:
+                ok = self._rewrite(net, verify="rewrite_ok" not in known)
+                learned["rewrite_ok"] = ok
+                if not ok:
+                    net = copy.deepcopy(model).eval().requires_grad_(False).to(self.device)
+                    self.trace = trace_model(net, self.device, x=_real_image_crop() if check_now else None)
         self.global_context = bool(self.trace.global_pools) or getattr(_describe(model), "receptive_radius", 0) == -1
         for m in net.modules():
             if isinstance(m, nn.Conv2d) and m.in_channels == 3:
@@ -571,15 +585,21 @@ class Upscaler:
         self._low_net: nn.Module | None = None
         if self.precision != "fp32":
             self._low_net = _cast_copy(net, _DTYPES[self.precision])
-            if not will_check:
+            if not check_now:
                 self._probe_low(torch.rand(1, 3, 16, 16))
 
         if will_check:
-            ok, why = self.check_precision(self.precision, reference=self.trace.output)
+            if check_now:
+                ok, why = self.check_precision(self.precision, reference=self.trace.output)
+                learned.update(precision_ok=ok, precision_why=why)
+            else:
+                ok, why = bool(known["precision_ok"]), str(known.get("precision_why", ""))
             if not ok:
                 self._note(f"{self.precision} changes this model's output ({why}); using fp32")
                 self.precision = "fp32"
                 self._low_net = None
+        if self._decision_key and any(known.get(k) != v for k, v in learned.items()):
+            decisions.store(self._decision_key, {**known, **learned})
         self._active = self._low_net if self._low_net is not None else self.net
         self._forward = self._active
         self._pool_sync = None
@@ -603,18 +623,24 @@ class Upscaler:
                 self._note(f"torch.compile is unavailable here ({type(exc).__name__}); running eagerly")
         self._compiled = compile and self._forward is not self._active
 
-    def _rewrite(self, net: nn.Module) -> bool:
-        """srkd.fusion's rewrites of ``net`` in place; False if they changed the output (fp32, 1e-4)."""
+    def _rewrite(self, net: nn.Module, verify: bool = True) -> bool:
+        """srkd.fusion's rewrites of ``net`` in place; False if they changed the output (fp32, 1e-4).
+
+        ``verify=False``: a cached decision already says they do not; apply them without the check.
+        """
         from . import fusion
 
         x = torch.rand(1, 3, 20, 20, generator=torch.Generator().manual_seed(0)).to(self.device)
         with torch.no_grad():
-            ref = net(x)
+            ref = net(x) if verify else None
             cpu = self.device.type == "cpu"  # the other two rewrites are oneDNN calls
             folded = fusion.fold_shuffles(net, x)
             cascades = fusion.fuse_cascades(net) if cpu else 0  # reads the fuse convs: before fuse_conv_relu
             fused = fusion.fuse_conv_relu(net) if cpu else 0
             if not folded and not fused and not cascades:
+                return True
+            if not verify:
+                self.rewrites = {"folded_shuffles": folded, "conv_relu": fused, "cat_free_cascades": cascades}
                 return True
             try:
                 out = net(x)
