@@ -37,6 +37,7 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
         quality: int = typer.Option(95, min=1, max=100, help="JPEG/WebP quality."),
         png_compression: int = typer.Option(None, "--png-compression", min=0, max=9, help="PNG zlib level 0-9 (9: smallest, slowest). [default: fast: zlib RLE, within 2 % of level 6's size at a quarter of its time]"),
+        pipeline: bool = typer.Option(True, "--pipeline/--no-pipeline", help="Folders: decode the next image and write the previous one while the network runs."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary line."),
     ) -> None:
         """Upscale images with a super-resolution model (exact seamless tiling, alpha, 16-bit)."""
@@ -59,7 +60,7 @@ def register(app: typer.Typer) -> None:
             report = upscale_files(
                 inputs, output, model=model, scale=scale, outscale=outscale, suffix=suffix, ext=ext, device=device,
                 precision=precision, tile=tile, tile_pad=tile_pad, compile=compile, alpha=alpha,
-                self_ensemble=self_ensemble, overwrite=overwrite, quality=quality, png_compression=png_compression, progress=not quiet and console.is_terminal,
+                self_ensemble=self_ensemble, overwrite=overwrite, quality=quality, png_compression=png_compression, pipeline=pipeline, progress=not quiet and console.is_terminal,
                 on_error=on_error,
             )
         for w in caught:
