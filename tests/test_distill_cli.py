@@ -53,6 +53,9 @@ def test_every_method_end_to_end(setup, method, tmp_path):
     # the comparison table: both networks, their sizes, speed and Set5 scores
     flat = " ".join(stdout.split())
     assert "teacher vs student" in flat and "parameters" in flat and "Set5" in flat and "faster" in flat
+    assert "bicubic" in flat and "student - bicubic" in flat  # every run shows what it beats
+    bic = next(line for line in stdout.splitlines() if "Set5 PSNR" in line)
+    assert "33.67 dB / 0.9303" in bic  # bicubic x2 on Set5 (docs/protocol.md)
     model = out / "model.safetensors"
     mf = load_model_file(model)
     assert mf.model.arch == "edsr" and mf.model.scale == 2 and mf.model.n_feats == 8
@@ -196,3 +199,22 @@ def test_list_methods_shows_parameters_and_defaults():
         assert f"{name}:" in stdout
     for text in ("lambda_facd", "0.1", "teacher_better", "lambda_fakd", "10.0", "pixel_range", "body1,body2,body3"):
         assert text in stdout
+
+
+def test_main_job_on_the_bundled_defaults_says_its_demo_defaults(tmp_path):
+    """`srkd distill --method M` with nothing else: the demo's recipe, announced, with the bicubic row."""
+    import yaml
+
+    out = tmp_path / "demo"
+    code, stdout, stderr = run_cli("distill", "--method", "kd", "--steps", "2", "--threads", "1", "--out", str(out))
+    assert code == 0, stderr
+    flat = " ".join(stdout.split())
+    assert "demo defaults (bundled data, teacher and student):" in flat and "init teacher-slice" in flat
+    assert "steps" not in flat.split("demo defaults")[1].split(";")[0].split(",")[0]  # --steps given: kept
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["data"]["patch"] == 32 and cfg["optim"]["lr"] == 1e-3 and cfg["schedule"]["kind"] == "cosine"
+    assert cfg["train"]["steps"] == 2 and cfg["method"]["init"] == "teacher-slice"
+    assert "student - bicubic" in flat and "28.43 dB / 0.8111" in flat  # bicubic x4 on the bundled Set5
+    # scratch never sees the teacher: no slice initialisation for it
+    code, stdout, _ = run_cli("distill", "--method", "scratch", "--steps", "1", "--threads", "1", "--out", str(tmp_path / "s"), "-q")
+    assert code == 0 and yaml.safe_load((tmp_path / "s" / "config.yaml").read_text())["method"]["init"] is None
