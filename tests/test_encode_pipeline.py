@@ -128,3 +128,11 @@ def test_pipeline_keeps_at_most_one_image_in_flight_each_way(folder, tmp_path, m
     assert state["max_ahead"] <= 2  # the image being computed plus one decoded ahead
     assert state["max_behind"] <= 1  # at most one output waiting to be written
     assert state["written"] == 4
+
+
+def test_cli_folder_with_a_corrupt_image_in_the_middle(folder, tmp_path):
+    out = tmp_path / "cli"
+    code, stdout, stderr = run_cli("upscale", str(folder), "-o", str(out) + "/", "--precision", "fp32", "-q")
+    assert code == 1
+    assert "im2.png" in stderr and "cannot read image" in stderr and "Traceback" not in stderr
+    assert sorted(p.name for p in out.iterdir()) == ["im0_x4.png", "im1_x4.png", "im3_x4.png", "im4_x4.png"]
