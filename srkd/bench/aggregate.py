@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ..errors import SrkdError
 from .protocol import SCRATCH, Protocol
+from .runner import read_json
 
 SET_ORDER = ("set5", "set14", "b100", "urban100", "manga109")
 SET_NAMES = {"set5": "Set5", "set14": "Set14", "b100": "B100", "urban100": "Urban100", "manga109": "Manga109"}
@@ -106,7 +107,7 @@ def read_run(folder: Path) -> RunRecord:
         cfg = C.from_dict(C.load_yaml(folder / "config.yaml"))
     except SrkdError as exc:
         raise SrkdError(f"{folder}: not a readable srkd run ({exc})") from None
-    summary = _json(folder / "summary.json")
+    summary = read_json(folder / "summary.json")
     rec = RunRecord(folder=str(folder), label=cfg.run.label or cfg.method.name, method=cfg.method.name,
                     seed=cfg.train.seed, protocol=cfg.run.protocol, done=False, step=int(summary.get("step", 0)),
                     steps=cfg.train.steps, teacher_sha256=cfg.method.teacher_sha256, fingerprint=C.fingerprint(cfg),
@@ -146,14 +147,6 @@ def _complexity(model) -> tuple[int, int]:
 
     meta = copy.deepcopy(model).to("meta")
     return count_params(model), count_macs(meta, (720 // model.scale, 1280 // model.scale))
-
-
-def _json(path: Path) -> dict:
-    try:
-        d = json.loads(Path(path).read_text())
-        return d if isinstance(d, dict) else {}
-    except (OSError, ValueError):
-        return {}
 
 
 def _jsonl(path: Path):
@@ -281,7 +274,7 @@ def add_reference(results: dict, out: Path, data_root=None, progress=None) -> No
     teacher = results["teacher"]
     key = {"teacher_sha256": teacher["sha256"], "scale": scale, "sets": sets}
     cache = Path(out) / "reference.json"
-    stored = _json(cache)
+    stored = read_json(cache)
     if stored.get("key") == key:
         results["reference"] = stored["rows"]
         return

@@ -78,7 +78,7 @@ def validate(protocol: Protocol, out: Path, runs: list[Run] | None = None) -> No
 def run_state(folder: Path) -> tuple[str, int, int]:
     """(``done`` | ``partial`` | ``new``, steps reached, steps planned) of a run folder."""
     folder = Path(folder)
-    summary = _read_json(folder / "summary.json")
+    summary = read_json(folder / "summary.json")
     planned = int(summary.get("steps") or 0)
     if summary and planned and int(summary.get("step", 0)) >= planned and (folder / "model.safetensors").is_file():
         return "done", planned, planned
@@ -105,7 +105,7 @@ def last_step(metrics: Path) -> int:
     return 0
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     try:
         data = json.loads(Path(path).read_text())
         return data if isinstance(data, dict) else {}
