@@ -21,15 +21,15 @@ def _seeds(text: str | None) -> list[int] | None:
 def register(app: typer.Typer) -> None:
     @app.command("bench")
     def bench(
-        protocol: Path = typer.Argument(None, help="Protocol file (YAML): teacher, student, config, seeds, entries. See examples/protocols/."),
-        out: Path = typer.Option(None, "--out", "-o", help="Bench folder: one run folder per entry and seed (ENTRY/seedN), logs/, results.{json,csv,md}, report.html."),
-        only: list[str] = typer.Option(None, "--only", help="Run only this entry (label or id); repeatable."),
-        seeds: str = typer.Option(None, "--seeds", help="Run only these seeds, comma-separated (e.g. 0,1). [default: the protocol's]"),
+        protocol: Path = typer.Argument(None, metavar="PROTOCOL", help="Protocol file (YAML): teacher, student, config, seeds, entries. See examples/protocols/."),
+        out: Path = typer.Option(None, "--out", "-o", metavar="DIR", help="Bench folder: ENTRY/seedN run folders, logs, results, report."),
+        only: list[str] = typer.Option(None, "--only", metavar="LABEL", help="Run only this entry (label or id); repeatable."),
+        seeds: str = typer.Option(None, "--seeds", metavar="0,1", help="Run only these seeds, comma-separated (e.g. 0,1). [default: the protocol's]"),
         print_commands: bool = typer.Option(False, "--print-commands", help="Print one srkd distill command per run (for a cluster queue) and exit."),
-        collect: list[Path] = typer.Option(None, "--collect", help="Aggregate run folders made anywhere (bench folders or run folders; repeatable) into --out, without running."),
-        jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Runs at once, one GPU each (CUDA_VISIBLE_DEVICES)."),
-        markdown: Path = typer.Option(None, "--markdown", help="Also write the paper-style table (entries x sets, best in bold) to this file ('-': print it)."),
-        report: bool = typer.Option(True, "--report/--no-report", help="Write report.html (needs matplotlib: pip install srkd[report])."),
+        collect: list[Path] = typer.Option(None, "--collect", metavar="DIR", help="Aggregate run folders made anywhere into --out, without running (repeatable)."),
+        jobs: int = typer.Option(1, "--jobs", "-j", min=1, metavar="N", help="Runs at once, one GPU each (CUDA_VISIBLE_DEVICES)."),
+        markdown: Path = typer.Option(None, "--markdown", metavar="FILE", help="Also write the paper-style table here ('-': print it)."),
+        report: bool = typer.Option(True, "--report/--no-report", help="Write report.html (curves need matplotlib: the report extra)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display or table."),
     ) -> None:
         """Compare distillation methods under one protocol: every (entry, seed) as an ordinary srkd distill run, then the table.
