@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 
@@ -24,17 +23,8 @@ import torch
 
 from srkd.distill import METHODS, build_distiller
 from srkd.models import build_from_spec
-from srkd.train.engine import image_convs_fp32
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from srkd.provenance import cpu_name
+from srkd.amp import image_convs_fp32
 
 
 def make_step(method, args):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -23,7 +22,9 @@ FORMAT = 1
 
 
 def cache_path() -> Path:
-    return Path(os.environ.get("SRKD_CACHE") or Path.home() / ".cache" / "srkd") / "upscale-decisions.json"
+    from .data.benchmarks import cache_root
+
+    return cache_root() / "upscale-decisions.json"
 
 
 def weights_hash(model: nn.Module) -> str:

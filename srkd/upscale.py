@@ -579,33 +579,28 @@ def upscale_files(
             for i, job in enumerate(todo):
                 bar.update(images, description=f"images ({escape(job.src.name)})")
                 t0 = time.perf_counter()
-                current = ahead
+                out, error = None, None
                 try:
-                    img = current.result()
+                    img = ahead.result()
                 except SrkdError as exc:
                     img, error = None, str(exc)
                 if i + 1 < len(todo):
                     ahead = submit(reader, read, todo[i + 1])
-                if img is None:
-                    if pending is not None:
-                        finish(*pending)
-                        pending = None
-                    finish(job, t0, 0, error=error)
-                    continue
-                try:
-                    out = upscale_array(img, upscaler, outscale=outscale, alpha=alpha, self_ensemble=self_ensemble,
-                                        progress=on_tiles)
-                except SrkdError as exc:
-                    if pending is not None:
-                        finish(*pending)
-                        pending = None
-                    finish(job, t0, 0, error=str(exc))
-                    continue
-                del img
+                if img is not None:
+                    try:
+                        out = upscale_array(img, upscaler, outscale=outscale, alpha=alpha, self_ensemble=self_ensemble,
+                                            progress=on_tiles)
+                    except SrkdError as exc:
+                        error = str(exc)
+                    del img
                 if pending is not None:
-                    finish(*pending)  # the previous write must land before the next is queued
-                pending = (job, t0, out.shape[0] * out.shape[1], submit(writer, write, job, out))
-                del out
+                    finish(*pending)  # the previous write lands (and is reported) before this image
+                    pending = None
+                if out is None:
+                    finish(job, t0, 0, error=error)
+                else:
+                    pending = (job, t0, out.shape[0] * out.shape[1], submit(writer, write, job, out))
+                    del out
             if pending is not None:
                 finish(*pending)
     report.seconds = time.perf_counter() - start

@@ -436,7 +436,7 @@ def test_jobs_give_each_run_its_own_gpu(uninterrupted, tmp_path, monkeypatch):
 
     def fake_launch(run, out, device):
         launched.append((run.key, device, time.time()))
-        return runner._Active(run, FakeProc(run), out / "x.log", time.time(), 0, device)
+        return runner._Active(run, FakeProc(run), out / "x.log", time.time(), device)
 
     monkeypatch.setattr(runner, "_launch", fake_launch)
     monkeypatch.setattr(runner, "POLL_SECONDS", 0.05)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..errors import SrkdError
 from .protocol import SCRATCH, Protocol
-from .runner import read_json
+from .runner import read_json, run_state
 
 SET_ORDER = ("set5", "set14", "b100", "urban100", "manga109")
 SET_NAMES = {"set5": "Set5", "set14": "Set14", "b100": "B100", "urban100": "Urban100", "manga109": "Manga109"}
@@ -58,7 +58,6 @@ class RunRecord:
     git_commit: str | None = None
     params: int = 0
     macs: int = 0
-    fingerprint: str = ""
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -110,9 +109,9 @@ def read_run(folder: Path) -> RunRecord:
     summary = read_json(folder / "summary.json")
     rec = RunRecord(folder=str(folder), label=cfg.run.label or cfg.method.name, method=cfg.method.name,
                     seed=cfg.train.seed, protocol=cfg.run.protocol, done=False, step=int(summary.get("step", 0)),
-                    steps=cfg.train.steps, teacher_sha256=cfg.method.teacher_sha256, fingerprint=C.fingerprint(cfg),
+                    steps=cfg.train.steps, teacher_sha256=cfg.method.teacher_sha256,
                     teacher=cfg.method.teacher or "", scale=cfg.model.scale)
-    rec.done = bool(summary) and rec.step >= rec.steps and (folder / "model.safetensors").is_file()
+    rec.done = run_state(folder)[0] == "done"
     rec.val = {k: {"psnr": float(v["psnr"]), "ssim": float(v["ssim"])} for k, v in (summary.get("val") or {}).items()}
     rec.seconds = float(summary.get("seconds") or 0.0)
     sps = float(summary.get("steps_per_second") or 0.0)

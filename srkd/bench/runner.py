@@ -130,7 +130,6 @@ class _Active:
     proc: subprocess.Popen
     log: Path
     started: float
-    start_step: int
     device: str | None
 
 
@@ -143,8 +142,7 @@ def gpu_count() -> int:
         return 0
 
 
-def run_grid(protocol: Protocol, out: Path, runs: list[Run], *, jobs: int = 1, console=None, progress: bool = True,
-             steps_of=None) -> dict:
+def run_grid(protocol: Protocol, out: Path, runs: list[Run], *, jobs: int = 1, console=None, progress: bool = True) -> dict:
     """Run every unfinished run, ``jobs`` at a time (one GPU each when jobs > 1). Returns counts."""
     from rich.console import Console
 
@@ -157,7 +155,7 @@ def run_grid(protocol: Protocol, out: Path, runs: list[Run], *, jobs: int = 1, c
             raise SrkdError(f"--jobs {jobs} runs one run per GPU and this machine has {n} GPU(s); "
                             f"use --jobs {max(n, 1)}, or --print-commands to run the grid on other machines")
         devices = [str(i) for i in range(jobs)]
-    steps_total = int((protocol.config.get("train") or {}).get("steps") or 0) or steps_of
+    steps_total = int((protocol.config.get("train") or {}).get("steps") or 0)
     todo, counts = [], {"done": 0, "run": 0, "skipped": 0}
     for r in runs:
         state, _, _ = run_state(r.out)
@@ -225,7 +223,7 @@ def _launch(run: Run, out: Path, device: str | None) -> _Active:
     proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     f.close()
-    return _Active(run, proc, log, time.time(), last_step(run.out / "metrics.jsonl"), device)
+    return _Active(run, proc, log, time.time(), device)
 
 
 def _last_line(log: Path) -> str:

@@ -38,7 +38,6 @@ import os
 import signal
 import threading
 import time
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -50,7 +49,7 @@ from torch import nn
 
 from ..errors import SrkdError
 from . import config as C
-from ..amp import image_convs_fp32  # noqa: F401  (also imported from here by benchmarks)
+from ..amp import image_convs_fp32
 from .runs import STATE_FORMAT, STATE_VERSION, MetricsLog, RunDir, rng_state, set_rng_state
 
 # ----------------------------------------------------------------------------------- the model
@@ -587,8 +586,8 @@ def _train(cfg, method_factory, overwrite, resume, progress, console, d: Dist, w
         from ..provenance import record
 
         log.write({"kind": "start", "step": 0, "config": cfg.to_dict(), "images": len(dataset.images),
-                   "skipped": dataset.skipped, "unreadable": [f for f, _ in dataset.unreadable], "device": str(device), "precision": precision, "world": d.world,
-                   "threads": torch.get_num_threads(), **record(device)})
+                   "skipped": dataset.skipped, "unreadable": [f for f, _ in dataset.unreadable], "device": str(device),
+                   "precision": precision, "world": d.world, "threads": torch.get_num_threads(), **record(device)})
 
     net = method
     if d.active:
