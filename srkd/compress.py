@@ -25,9 +25,6 @@ from .errors import SrkdError
 from .models.registry import build_model
 from .slim import check_width, slim_config, slim_state_dict
 
-FAMILIES = {"edsr": "edsr", "rcan": "rcan", "carn": "carn", "carn-m": "carn-m"}
-
-
 # ----------------------------------------------------------------------------- extraction
 
 

@@ -18,8 +18,8 @@ bias, exactly as ``weight[:int(C_out*w), :int(C_in*w)]`` in the official CSD cod
   *of every group*, so the sub-network is a CARN-M with the same grouping and ``n`` features;
   ``n`` must then be a multiple of g. For ungrouped networks this is the plain prefix rule.
 
-The rule is written once per architecture as "which feature space feeds and leaves each
-convolution"; :func:`slim_state_dict` turns it into sliced tensors whose names and shapes are
+The rule is written once per architecture, in its spec (``ArchSpec.slicing``), as "which feature
+space feeds and leaves each convolution"; :func:`slim_state_dict` turns it into sliced tensors whose names and shapes are
 exactly those of the same architecture built with ``n`` features (:func:`slim_config`). The
 slimmable forward is ``torch.func.functional_call`` of the unchanged module with those tensors,
 so official weights and key names stay as they are and gradients reach the shared parameters.
@@ -28,7 +28,6 @@ so official weights and key names stay as they are and gradients reach the share
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 import torch
@@ -36,8 +35,9 @@ from torch import nn
 from torch.func import functional_call
 
 from .errors import SrkdError
+from .models.registry import ARCHS
+from .models.spec import Rule, Slicing, Space
 
-SPLITTABLE_ARCHS = ("edsr", "rcan", "carn", "carn-m")
 
 
 # ----------------------------------------------------------------------------- widths
@@ -59,90 +59,29 @@ def split_channels(channels: int, width: float) -> int:
     return int(math.floor(check_width(width) * channels + 1e-6))
 
 
-# ----------------------------------------------------------------------------- channel spaces
+# ----------------------------------------------------------------------------- rules
 
 
-@dataclass(frozen=True)
-class _Space:
-    """A channel dimension: colour (never sliced), features (possibly concatenated ``parts``
-    times or expanded by a sub-pixel factor ``subpixel``) or an attention squeeze."""
-
-    kind: str  # "rgb" | "feat" | "squeeze"
-    parts: int = 1
-    subpixel: int = 1
-
-
-RGB, FEAT, SQUEEZE = _Space("rgb"), _Space("feat"), _Space("squeeze")
+def _slicing(model: nn.Module) -> Slicing:
+    spec = ARCHS.get(str(getattr(model, "arch", type(model).__name__)).lower())
+    if spec is None or spec.slicing is None:
+        splittable = ", ".join(n for n, s in ARCHS.items() if s.slicing is not None)
+        why = f" ({spec.no_slicing})" if spec is not None and spec.no_slicing else ""
+        name = spec.name if spec else getattr(model, "arch", type(model).__name__)
+        raise SrkdError(f"a '{name}' model cannot be channel-split{why}; channel splitting supports {splittable}")
+    return spec.slicing
 
 
-def _cat(parts: int) -> _Space:
-    return _Space("feat", parts=parts)
-
-
-def _up(factor: int) -> _Space:
-    return _Space("feat", subpixel=factor)
-
-
-def _conv_rules(model: nn.Module) -> list[tuple[str, _Space, _Space]]:
+def _conv_rules(model: nn.Module) -> list[Rule]:
     """(module path, output space, input space) for every convolution that is sliced."""
-    arch = getattr(model, "arch", type(model).__name__)
-    rules: list[tuple[str, _Space, _Space]] = []
-    if arch in ("edsr", "rcan"):
-        rules.append(("head.0", FEAT, RGB))
-        for name, module in model.named_modules():
-            if not isinstance(module, nn.Conv2d) or not name.startswith("body."):
-                continue
-            if name.endswith("conv_du.0"):
-                rules.append((name, SQUEEZE, FEAT))
-            elif name.endswith("conv_du.2"):
-                rules.append((name, FEAT, SQUEEZE))
-            else:
-                rules.append((name, FEAT, FEAT))
-        rules += _upsampler_rules(model, "tail.0")
-        rules.append(("tail.1", RGB, FEAT))
-    elif arch in ("carn", "carn-m"):
-        rules.append(("entry", FEAT, RGB))
-        for name, module in model.named_modules():
-            if not isinstance(module, nn.Conv2d):
-                continue
-            fuse = re.fullmatch(r"(?:b\d\.)?c(\d)\.body\.0", name)
-            if fuse:
-                rules.append((name, FEAT, _cat(int(fuse[1]) + 1)))
-            elif re.fullmatch(r"b\d\.b\d\.body\.\d", name):
-                rules.append((name, FEAT, FEAT))
-        for head in [n for n, _ in model.upsample.named_children()]:
-            rules += _upsampler_rules(model, f"upsample.{head}.body")
-        rules.append(("exit", RGB, FEAT))
-    else:
-        raise SrkdError(
-            f"a '{arch}' model cannot be channel-split; channel splitting supports {', '.join(SPLITTABLE_ARCHS)}"
-        )
-    return rules
+    try:
+        return _slicing(model).rules(model)
+    except ValueError as exc:  # a malformed upsampler
+        raise SrkdError(f"cannot channel-split this {model.arch} model: {exc}") from None
 
 
-def _upsampler_rules(model: nn.Module, prefix: str) -> list[tuple[str, _Space, _Space]]:
-    """Each conv of a sub-pixel upsampler, with the factor of the PixelShuffle that follows it."""
-    seq = model.get_submodule(prefix)
-    rules, pending = [], None
-    for name, module in seq.named_children():
-        if isinstance(module, nn.Conv2d):
-            pending = f"{prefix}.{name}"
-        elif isinstance(module, nn.PixelShuffle):
-            if pending is None:
-                raise SrkdError(f"cannot channel-split {prefix}: PixelShuffle without a convolution before it")
-            rules.append((pending, _up(module.upscale_factor**2), FEAT))
-            pending = None
-    if pending is not None:
-        raise SrkdError(f"cannot channel-split {prefix}: a convolution with no PixelShuffle after it")
-    return rules
-
-
-def _groups(model: nn.Module) -> int:
-    return int(getattr(model, "group", 1) or 1)
-
-
-def _reduction(model: nn.Module) -> int:
-    return int(getattr(model, "reduction", 1) or 1)
+def _setting(model: nn.Module, key: str | None) -> int:
+    return int(getattr(model, key, 1) or 1) if key else 1
 
 
 @dataclass(frozen=True)
@@ -154,13 +93,17 @@ class _Plan:
     n: int
     squeeze_full: int
     squeeze: int
+    aux_full: int = 0
+    aux: int = 0
 
-    def indices(self, space: _Space) -> torch.Tensor | int | None:
+    def indices(self, space: Space) -> torch.Tensor | int | None:
         """Kept indices of a space; an int ``m`` means "the first m" (a cheap view); None: all."""
         if space.kind == "rgb":
             return None
         if space.kind == "squeeze":
             return self.squeeze
+        if space.kind == "aux":
+            return None if self.aux == self.aux_full else self.aux
         if self.n == self.full:
             return None
         prefix = bool(torch.equal(self.kept, torch.arange(self.n)))
@@ -176,12 +119,13 @@ class _Plan:
 
 def _plan(model: nn.Module, width: float) -> _Plan:
     width = check_width(width)
-    full = int(model.n_feats)
+    rules = _slicing(model)
+    full = int(getattr(model, rules.width))
     n = split_channels(full, width)
     arch = model.arch
     if n < 1:
         raise SrkdError(f"width {width} leaves no channel of the {full} of this {arch} model; use a width >= {1 / full:.4g}")
-    g = _groups(model)
+    g = _setting(model, rules.groups)
     if n % g:
         ok = ", ".join(f"{m / full:g}" for m in range(g, full + 1, g)[:4])
         raise SrkdError(
@@ -190,8 +134,12 @@ def _plan(model: nn.Module, width: float) -> _Plan:
         )
     size = full // g
     kept = torch.cat([torch.arange(j * size, j * size + n // g) for j in range(g)])
-    r = _reduction(model) if arch == "rcan" else 1
-    return _Plan(full, kept, n, full // r, max(1, n // r))
+    r = _setting(model, rules.reduction)
+    aux_full = int(getattr(model, rules.aux)) if rules.aux else 0
+    aux = split_channels(aux_full, width) if rules.aux else 0
+    if rules.aux and aux < 1:
+        raise SrkdError(f"width {width} leaves no channel of the {aux_full} {rules.aux} of this {arch} model")
+    return _Plan(full, kept, n, full // r, max(1, n // r), aux_full, aux)
 
 
 # ----------------------------------------------------------------------------- slicing
@@ -257,13 +205,9 @@ def slim_config(model: nn.Module, width: float) -> dict:
     """Constructor arguments of the plain model that the width-``width`` sub-network is."""
     plan = _plan(model, width)
     _conv_rules(model)
-    config = dict(model.config())
-    config["n_feats"] = plan.n
-    if model.arch == "rcan" and plan.n < _reduction(model):
-        # A plain RCAN squeezes to n // reduction channels; with reduction = n that is the one
-        # channel the slimmable forward keeps.
-        config["reduction"] = plan.n
-    return config
+    rules = _slicing(model)
+    config = {**model.config(), rules.width: plan.n, **({rules.aux: plan.aux} if rules.aux else {})}
+    return rules.config(config, plan.n) if rules.config else config
 
 
 def supports_width(model: nn.Module, width: float) -> bool:

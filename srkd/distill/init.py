@@ -3,7 +3,7 @@
 DUKD's x4 students start from its x2 students (``pretrain_network_g`` with
 ``strict_load_g: false`` in ``options/EDSR/dukd_edsr_x4*.yml``); EDSR-PyTorch starts x3/x4 from
 x2 the same way. Everything but the upsampler is scale-independent, so it loads; the upsampler
-(``tail.*`` in EDSR/RCAN, ``upsample.*`` in CARN/CARN-M) keeps its fresh initialisation when the
+(``ArchSpec.upsampler``: ``tail.*`` in EDSR/RCAN, ``upsample.*`` in CARN/CARN-M) keeps its fresh initialisation when the
 scales differ, and the list of those tensors is reported.
 
 Unlike BasicSR's ``strict=False``, which silently drops any tensor whose shape differs, every
@@ -20,8 +20,6 @@ from torch import nn
 
 from ..errors import SrkdError
 
-#: state-dict prefixes of the scale-specific upsampler, per architecture
-UPSAMPLER_PREFIXES = {"edsr": ("tail.",), "rcan": ("tail.",), "carn": ("upsample.",), "carn-m": ("upsample.",)}
 
 
 @dataclass
@@ -41,11 +39,10 @@ class InitReport:
 
 
 def upsampler_prefixes(model: nn.Module) -> tuple[str, ...]:
-    arch = str(getattr(model, "arch", "")).lower()
-    if arch not in UPSAMPLER_PREFIXES:
-        raise SrkdError(f"--init does not know where the upsampler of a '{arch}' model is "
-                        f"(supported: {', '.join(UPSAMPLER_PREFIXES)})")
-    return UPSAMPLER_PREFIXES[arch]
+    """State-dict prefixes of the scale-specific upsampler (declared in the architecture's spec)."""
+    from ..models.registry import spec_of
+
+    return spec_of(model).upsampler
 
 
 def init_from_state(student: nn.Module, state: dict[str, torch.Tensor], source: str, source_arch: str,

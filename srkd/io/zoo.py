@@ -1,4 +1,4 @@
-"""Model zoo: where each preset's official weights come from, and how they are fetched.
+"""Model zoo: fetching each preset's official weights (declared in its architecture's spec).
 
 A preset with weights resolves to a converted ``.safetensors`` file in srkd's cache. The original
 file is downloaded once, its hash verified, then converted with :mod:`srkd.io.convert`.
@@ -12,61 +12,16 @@ import hashlib
 import os
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..errors import SrkdError
+from ..models.registry import ARCHS
+from ..models.spec import ZooEntry
 from .files import atomic_path
 
-EDSR_URL = "https://cv.snu.ac.kr/research/EDSR/models/"
-
-
-@dataclass(frozen=True)
-class ZooEntry:
-    """An official weight release.
-
-    ``sha256`` is the full digest when it is published; otherwise ``hash_prefix`` is the prefix
-    embedded in the file name (torch.hub convention), the strongest check the source allows.
-    ``url`` is None when the release has no direct download link; ``how_to_get`` then explains.
-    """
-
-    filename: str
-    url: str | None
-    sha256: str | None = None
-    hash_prefix: str | None = None
-    scale: int | None = None  # head to keep when converting a multi-scale file
-    how_to_get: str = ""
-    bundled: bool = False
-
-
-def _edsr(name: str, sha256: str | None = None) -> ZooEntry:
-    return ZooEntry(name, EDSR_URL + name, sha256=sha256, hash_prefix=name.rsplit("-", 1)[1].split(".")[0])
-
-
-_RCAN_HELP = (
-    "the official RCAN weights (RCAN_BIX{s}.pt) are only on Google Drive/Dropbox (see yulunzhang/RCAN's README); "
-    "download the file, then: srkd convert RCAN_BIX{s}.pt -o rcan-x{s}.safetensors and pass that path"
-)
-
-ZOO: dict[str, ZooEntry] = {
-    "edsr-baseline-x2": _edsr("edsr_baseline_x2-1bc95232.pt", "1bc9523228fdc3b0a5ddb0d7062001e22b31bbb398ae09cfdefb97e8ee06e171"),
-    "edsr-baseline-x3": _edsr("edsr_baseline_x3-abf2a44e.pt", "abf2a44e7a137228efa42a4264a23e12603168d43ac7596b1adef40c649b9240"),
-    "edsr-baseline-x4": _edsr("edsr_baseline_x4-6b446fab.pt", "6b446fab734f4de74448d2fd1f3f990f5bae726e49dc7eff2ae9cefe444a1723"),
-    "edsr-x2": _edsr("edsr_x2-0edfb8a3.pt"),
-    "edsr-x3": _edsr("edsr_x3-ea3ef2c6.pt"),
-    "edsr-x4": _edsr("edsr_x4-4f62e9ef.pt"),
-    **{
-        f"carn-x{s}": ZooEntry(
-            "carn.pth",
-            "https://raw.githubusercontent.com/nmhkahn/CARN-pytorch/40d3514f81cccd680d846cd5ab07af35f2c8e0e2/checkpoint/carn.pth",
-            scale=s,
-        )
-        for s in (2, 3, 4)
-    },
-    **{f"carn-m-x{s}": ZooEntry("carn-m.safetensors", None, scale=s, bundled=True) for s in (2, 3, 4)},
-    **{f"rcan-x{s}": ZooEntry(f"RCAN_BIX{s}.pt", None, scale=s, how_to_get=_RCAN_HELP.format(s=s)) for s in (2, 3, 4)},
-}
+#: preset -> its official weights, gathered from the architectures' specs
+ZOO: dict[str, ZooEntry] = {preset: entry for spec in ARCHS.values() for preset, entry in spec.weights.items()}
 
 
 def cache_dir() -> Path:

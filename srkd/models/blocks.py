@@ -67,12 +67,3 @@ def check_scale(scale: int, supported=(2, 3, 4, 8)) -> int:
     if int(scale) not in supported:
         raise ValueError(f"scale must be one of {', '.join(map(str, supported))}, got {scale}")
     return int(scale)
-
-
-def body_taps(prefix: str, n: int, end: str) -> dict[str, str]:
-    """Feature taps at 1/3, 2/3 of a body of ``n`` stages and at its end (FAKD/FACD positions)."""
-    return {
-        "body1": f"{prefix}{max(n // 3 - 1, 0)}",
-        "body2": f"{prefix}{max(2 * n // 3 - 1, 0)}",
-        "body3": end,
-    }

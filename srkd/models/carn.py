@@ -13,11 +13,14 @@ Official weights expect inputs in [0, 1]; the mean shift is a nested ``shifter``
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from torch import nn
 
+from . import keys
 from .blocks import DIV2K_RGB_MEAN, check_scale
+from .spec import FEAT, RGB, ArchSpec, Family, Format, Slicing, SRModel, ZooEntry, cat, upsampler_rules
 
 
 class MeanShift(nn.Module):
@@ -156,7 +159,7 @@ class CascadingBlock(nn.Module):
         return self.cascade(x)
 
 
-class CARN(nn.Module):
+class CARN(SRModel):
     """Cascading residual network. ``scales`` lists the upsampling heads; ``scale`` is the active one."""
 
     arch = "carn"
@@ -190,22 +193,11 @@ class CARN(nn.Module):
         self.upsample = UpsampleBlock(c, self.scales, self.group)
         self.exit = nn.Conv2d(c, 3, 3, 1, 1)
         self.cascade = Cascade(self, ("b1", "b2", "b3"), ("c1", "c2", "c3"))
-        self.feature_taps = {"body1": "c1", "body2": "c2", "body3": "c3"}
 
     def set_scale(self, scale: int) -> None:
         if scale not in self.scales:
             raise ValueError(f"this {self.arch} model has heads for x{', x'.join(map(str, self.scales))}, not x{scale}")
         self.scale = int(scale)
-
-    def config(self) -> dict:
-        return {
-            "scale": self.scale,
-            "scales": list(self.scales),
-            "n_feats": self.n_feats,
-            "group": self.group,
-            "rgb_range": self.rgb_range,
-            "rgb_mean": list(self.rgb_mean),
-        }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.entry(self.sub_mean(x if self.rgb_range == 1.0 else x * self.rgb_range))
@@ -223,3 +215,77 @@ class CARNM(CARN):
     def __init__(self, scale: int = 4, scales=None, n_feats: int = 64, group: int = 4, rgb_range: float = 1.0,
                  rgb_mean=DIV2K_RGB_MEAN):
         super().__init__(scale, scales, n_feats, group, rgb_range, rgb_mean)
+
+
+# ----------------------------------------------------------------------------- facts
+
+
+def _rules(model: nn.Module) -> list:
+    rules = [("entry", FEAT, RGB)]
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Conv2d):
+            continue
+        fuse = re.fullmatch(r"(?:b\d\.)?c(\d)\.body\.0", name)
+        if fuse:
+            rules.append((name, FEAT, cat(int(fuse[1]) + 1)))
+        elif re.fullmatch(r"b\d\.b\d\.body\.\d", name):
+            rules.append((name, FEAT, FEAT))
+    for head in [n for n, _ in model.upsample.named_children()]:
+        rules += upsampler_rules(model, f"upsample.{head}.body")
+    rules.append(("exit", RGB, FEAT))
+    return rules
+
+
+def _read_config(sd: dict) -> dict:
+    n_feats = sd["entry.weight"].shape[0]
+    heads = sorted({int(m.group(1)) for k in sd if (m := re.match(r"upsample\.up(\d+)\.", k))})
+    if heads:
+        scales = heads
+        first = sd[f"upsample.up{heads[0]}.body.0.weight"]
+    else:
+        convs = sorted(k for k in sd if re.match(r"upsample\.up\.body\.\d+\.weight", k))
+        scales = [keys.pixelshuffle_scale(sd, convs, n_feats)]
+        first = sd["upsample.up.body.0.weight"]
+    mean = tuple(round(float(v), 6) for v in sd["add_mean.shifter.bias"])
+    return {"scale": max(scales), "scales": scales, "n_feats": n_feats, "group": n_feats // first.shape[1],
+            "rgb_range": 1.0, "rgb_mean": list(mean)}
+
+
+def _is_mobile(sd: dict) -> bool:
+    return "b1.b1.body.4.weight" in sd and "b1.b2.body.0.weight" not in sd
+
+
+def _carn_file(sd: dict) -> bool:
+    return "entry.weight" in sd and "exit.weight" in sd
+
+
+_CARN_URL = "https://raw.githubusercontent.com/nmhkahn/CARN-pytorch/40d3514f81cccd680d846cd5ab07af35f2c8e0e2/checkpoint/carn.pth"
+_TAPS = {"body1": "c1", "body2": "c2", "body3": "c3"}  # the three global cascade fuses
+
+SPEC = ArchSpec(
+    name="carn",
+    cls=CARN,
+    families=(Family("carn", {}, "CARN: cascading residual network"),),
+    formats=(Format("carn-pytorch", lambda sd: _carn_file(sd) and not _is_mobile(sd)),),
+    read_config=_read_config,
+    upsampler=("upsample.",),
+    taps=lambda m: dict(_TAPS),
+    slicing=Slicing(_rules, groups="group"),
+    weights={f"carn-x{s}": ZooEntry("carn.pth", _CARN_URL, scale=s) for s in (2, 3, 4)},
+    examples=("carn:n_feats=8,scale=2",),
+    reference="nmhkahn/CARN-pytorch carn/model/carn.py",
+)
+
+SPEC_M = ArchSpec(
+    name="carn-m",
+    cls=CARNM,
+    families=(Family("carn-m", {}, "CARN-M: mobile CARN, grouped convs"),),
+    formats=(Format("carn-pytorch", lambda sd: _carn_file(sd) and _is_mobile(sd)),),
+    read_config=_read_config,
+    upsampler=("upsample.",),
+    taps=lambda m: dict(_TAPS),
+    slicing=Slicing(_rules, groups="group"),
+    weights={f"carn-m-x{s}": ZooEntry("carn-m.safetensors", None, scale=s, bundled=True) for s in (2, 3, 4)},
+    examples=("carn-m:n_feats=8,group=4,scale=4", "carn-m:n_feats=8,scales=[2,3,4],scale=3"),
+    reference="nmhkahn/CARN-pytorch carn/model/carn_m.py",
+)

@@ -9,7 +9,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import DIV2K_RGB_MEAN, MeanShift, Upsampler, body_taps, check_scale, default_conv
+from . import keys
+from .blocks import DIV2K_RGB_MEAN, MeanShift, Upsampler, check_scale, default_conv
+from .edsr import head_body_tail_rules, mean_shift_tensors, tail_scale
+from .spec import ArchSpec, Family, Format, Slicing, SRModel, ZooEntry, body_taps
 
 
 class CALayer(nn.Module):
@@ -51,7 +54,7 @@ class ResidualGroup(nn.Module):
         return self.body(x) + x
 
 
-class RCAN(nn.Module):
+class RCAN(SRModel):
     """Residual channel attention network (paper: 10 groups x 20 RCAB, 64 features, reduction 16)."""
 
     arch = "rcan"
@@ -83,18 +86,6 @@ class RCAN(nn.Module):
             default_conv(n_feats, n_feats, 3),
         )
         self.tail = nn.Sequential(Upsampler(self.scale, n_feats), default_conv(n_feats, 3, 3))
-        self.feature_taps = body_taps("body.", self.n_resgroups, f"body.{self.n_resgroups}")
-
-    def config(self) -> dict:
-        return {
-            "scale": self.scale,
-            "n_resgroups": self.n_resgroups,
-            "n_resblocks": self.n_resblocks,
-            "n_feats": self.n_feats,
-            "reduction": self.reduction,
-            "rgb_range": self.rgb_range,
-            "rgb_mean": list(self.rgb_mean),
-        }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.sub_mean(x * self.rgb_range)
@@ -102,3 +93,60 @@ class RCAN(nn.Module):
         x = self.body(x) + x
         x = self.tail(x)
         return self.add_mean(x) / self.rgb_range
+
+
+# ----------------------------------------------------------------------------- facts
+
+
+def _read_config(sd: dict) -> dict:
+    n_feats = sd["head.0.weight"].shape[0]
+    rgb_range, rgb_mean = keys.mean_and_range(sd)
+    return {"scale": tail_scale(sd, n_feats), "n_resgroups": keys.count(sd, r"body\.(\d+)\.body\.0\.body\.0\.weight"),
+            "n_resblocks": keys.count(sd, r"body\.0\.body\.(\d+)\.body\.0\.weight"), "n_feats": n_feats,
+            "reduction": n_feats // sd["body.0.body.0.body.3.conv_du.0.weight"].shape[0],
+            "rgb_range": rgb_range, "rgb_mean": list(rgb_mean)}
+
+
+def _from_basicsr(sd: dict) -> dict:
+    g = keys.count(sd, r"body\.(\d+)\.residual_group\.")
+    b = keys.count(sd, r"body\.0\.residual_group\.(\d+)\.")
+    mapping = [(r"^conv_first\.", "head.0."),
+               (r"^body\.(\d+)\.residual_group\.(\d+)\.rcab\.3\.attention\.1\.", r"body.\1.body.\2.body.3.conv_du.0."),
+               (r"^body\.(\d+)\.residual_group\.(\d+)\.rcab\.3\.attention\.3\.", r"body.\1.body.\2.body.3.conv_du.2."),
+               (r"^body\.(\d+)\.residual_group\.(\d+)\.rcab\.(\d)\.", r"body.\1.body.\2.body.\3."),
+               (r"^body\.(\d+)\.conv\.", rf"body.\1.body.{b}."), (r"^conv_after_body\.", f"body.{g}."),
+               (r"^upsample\.(\d+)\.", r"tail.0.\1."), (r"^conv_last\.", "tail.1.")]
+    return {**mean_shift_tensors(), **keys.rename(sd, mapping, "BasicSR RCAN")}
+
+
+def _slice_config(config: dict, n: int) -> dict:
+    # A plain RCAN squeezes to n // reduction channels; with reduction = n that is the one channel
+    # the slimmable forward keeps when n < reduction.
+    return {**config, "n_feats": n, **({"reduction": n} if n < config["reduction"] else {})}
+
+
+_RCAN_HELP = (
+    "the official RCAN weights (RCAN_BIX{s}.pt) are only on Google Drive/Dropbox (see yulunzhang/RCAN's README); "
+    "download the file, then: srkd convert RCAN_BIX{s}.pt -o rcan-x{s}.safetensors and pass that path"
+)
+
+SPEC = ArchSpec(
+    name="rcan",
+    cls=RCAN,
+    families=(Family("rcan", {"n_resgroups": 10, "n_resblocks": 20, "n_feats": 64, "reduction": 16}, "RCAN: 10 groups x 20 RCAB"),),
+    formats=(
+        Format("edsr-pytorch", lambda sd: "head.0.weight" in sd and "tail.1.weight" in sd
+               and any(k.endswith("conv_du.0.weight") for k in sd)),
+        Format("basicsr", lambda sd: "conv_first.weight" in sd and any(".residual_group." in k for k in sd), _from_basicsr),
+    ),
+    read_config=_read_config,
+    upsampler=("tail.",),
+    # FAKD taps groups 2 and 6 of 10 (after the 3rd and 7th): body2 is 2n//3, not 2n//3 - 1.
+    taps=lambda m: body_taps("body.", m.n_resgroups, f"body.{m.n_resgroups}", second=2 * m.n_resgroups // 3),
+    slicing=Slicing(head_body_tail_rules, reduction="reduction", config=_slice_config),
+    context="global",  # channel attention pools over the whole input
+    supports_fp16=True,
+    weights={f"rcan-x{s}": ZooEntry(f"RCAN_BIX{s}.pt", None, scale=s, how_to_get=_RCAN_HELP.format(s=s)) for s in (2, 3, 4)},
+    examples=("rcan:n_resgroups=2,n_resblocks=2,n_feats=16,reduction=4,scale=4",),
+    reference="yulunzhang/RCAN RCAN_TrainCode/code/model/rcan.py (EDSR-PyTorch names)",
+)

@@ -2,7 +2,7 @@
 
 A *preset* is a named architecture configuration (``edsr-x4``); a *custom* configuration is
 written ``ARCH:key=value,...`` (``edsr:n_feats=64,n_resblocks=32,res_scale=0.1,scale=4``).
-Which presets have official weights, and where they come from, lives in ``srkd.io.zoo``.
+Every fact about an architecture lives in its spec (:mod:`srkd.models.spec`), in its model file.
 """
 
 from __future__ import annotations
@@ -15,19 +15,11 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from ..errors import SrkdError
-from .carn import CARN, CARNM
-from .edsr import EDSR
-from .rcan import RCAN
+from . import carn, edsr, rcan
+from .spec import ArchSpec
 
-ARCHS: dict[str, type[nn.Module]] = {"edsr": EDSR, "rcan": RCAN, "carn": CARN, "carn-m": CARNM}
-
-_FAMILIES = {
-    "edsr": ("edsr", {"n_resblocks": 32, "n_feats": 256, "res_scale": 0.1}, "EDSR (paper): 32 blocks, 256 features"),
-    "edsr-baseline": ("edsr", {"n_resblocks": 16, "n_feats": 64, "res_scale": 1.0}, "EDSR-baseline: 16 blocks, 64 features"),
-    "rcan": ("rcan", {"n_resgroups": 10, "n_resblocks": 20, "n_feats": 64, "reduction": 16}, "RCAN: 10 groups x 20 RCAB"),
-    "carn": ("carn", {}, "CARN: cascading residual network"),
-    "carn-m": ("carn-m", {}, "CARN-M: mobile CARN, grouped convs"),
-}
+#: every architecture, by name: its spec (adding one is one line here)
+ARCHS: dict[str, ArchSpec] = {s.name: s for s in (edsr.SPEC, rcan.SPEC, carn.SPEC, carn.SPEC_M)}
 
 
 @dataclass(frozen=True)
@@ -39,15 +31,19 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    f"{fam}-x{s}": Preset(f"{fam}-x{s}", arch, {**cfg, "scale": s}, desc)
-    for fam, (arch, cfg, desc) in _FAMILIES.items()
-    for s in (2, 3, 4)
+    name: Preset(name, spec.name, config, desc)
+    for spec in ARCHS.values()
+    for name, (config, desc) in spec.presets.items()
 }
 
 
 @dataclass(frozen=True)
 class ModelDescriptor:
-    """What a caller needs to know about a loaded model without reading its code."""
+    """What a caller needs to know about a loaded model without reading its code.
+
+    It is the one object callers use to learn an architecture's facts; ``spec`` holds the rest
+    (formats, slicing, weights).
+    """
 
     arch: str
     scale: int
@@ -57,34 +53,48 @@ class ModelDescriptor:
     out_channels: int = 3
     supports_fp16: bool = True
     supports_bf16: bool = True
-    # Receptive-field radius in LR pixels: tiles padded by this much reproduce whole-image output.
+    # Receptive-field radius in LR pixels: tiles padded by this much reproduce whole-image output;
+    # -1 means global context (RCAN's pooling), where tiling pads generously instead.
     receptive_radius: int = 0
     feature_taps: dict = field(default_factory=dict)
+    upsampler_prefixes: tuple[str, ...] = ()
+    splittable: bool = False
+    pad_multiple: int = 1
+    spec: ArchSpec | None = field(default=None, repr=False, compare=False)
 
 
-def _receptive_radius(model: nn.Module) -> int:
-    """Sum of (k-1)/2 over the 3x3 convolutions on the longest path, in LR pixels (upper bound).
+def spec_of(arch_or_model) -> ArchSpec:
+    """The spec of an architecture name or a model, or an SrkdError naming the known ones."""
+    name = arch_or_model if isinstance(arch_or_model, str) else getattr(arch_or_model, "arch", type(arch_or_model).__name__)
+    spec = ARCHS.get(str(name).lower())
+    if spec is None:
+        raise SrkdError(f"unknown architecture '{name}' (known: {', '.join(ARCHS)})")
+    return spec
 
-    RCAN's channel attention pools globally, so no finite radius is exact for it; tiling code
-    treats -1 as "global context" and pads generously instead.
-    """
-    if getattr(model, "arch", "") == "rcan":
+
+def _receptive_radius(model: nn.Module, spec: ArchSpec) -> int:
+    """Sum of (k-1)/2 over the convolutions with k > 1, in LR pixels (an upper bound); -1 for
+    architectures with global context."""
+    if spec.context == "global":
         return -1
-    radius = 0
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1:
-            radius += m.kernel_size[0] // 2
-    return radius
+    return sum(m.kernel_size[0] // 2 for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1)
 
 
 def describe(model: nn.Module) -> ModelDescriptor:
+    spec = spec_of(model)
     return ModelDescriptor(
         arch=model.arch,
         scale=model.scale,
         scales=tuple(model.scales),
         config=model.config(),
-        receptive_radius=_receptive_radius(model),
+        supports_fp16=spec.supports_fp16,
+        supports_bf16=spec.bf16_ok(),
+        receptive_radius=_receptive_radius(model, spec),
         feature_taps=dict(model.feature_taps),
+        upsampler_prefixes=spec.upsampler,
+        splittable=spec.slicing is not None,
+        pad_multiple=spec.pad_multiple,
+        spec=spec,
     )
 
 
@@ -117,9 +127,7 @@ def parse_spec(spec: str) -> tuple[str, dict]:
 
 def build_model(arch: str, **config) -> nn.Module:
     """Instantiate an architecture from its config, rejecting unknown keys with a clear message."""
-    if arch not in ARCHS:
-        raise SrkdError(f"unknown architecture '{arch}' (known: {', '.join(ARCHS)})")
-    cls = ARCHS[arch]
+    cls = spec_of(arch).cls
     allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
     unknown = set(config) - allowed
     if unknown:
