@@ -8,8 +8,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 
 def count_params(model: nn.Module) -> int:
-    """Trainable-architecture parameters; the frozen mean-shift convolutions are excluded."""
-    return sum(p.numel() for n, p in model.named_parameters() if not n.startswith(("sub_mean", "add_mean")))
+    """Parameters of the network as deployed: the frozen mean-shift convolutions are excluded, and
+    so are the training-only branches of re-parameterised blocks (a module lists them in
+    ``train_only``: SPAN's Conv3XC trains ``sk`` and ``conv`` and runs their fusion ``eval_conv``),
+    the count the papers and the NTIRE challenges report."""
+    skip = tuple(f"{name}.{branch}." if name else f"{branch}." for name, m in model.named_modules()
+                 for branch in getattr(m, "train_only", ()))
+    return sum(p.numel() for n, p in model.named_parameters()
+               if not n.startswith(("sub_mean", "add_mean")) and not n.startswith(skip))
 
 
 def count_macs(model: nn.Module, lr_size: tuple[int, int]) -> int:
@@ -20,6 +26,11 @@ def count_macs(model: nn.Module, lr_size: tuple[int, int]) -> int:
     """
     device = next(model.parameters()).device
     x = torch.zeros(1, 3, lr_size[0], lr_size[1], device=device)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x)
+    training = model.training
+    model.eval()  # the inference graph: re-parameterised blocks run fused
+    try:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(x)
+    finally:
+        model.train(training)
     return counter.get_total_flops() // 2

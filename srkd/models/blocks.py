@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -67,3 +68,46 @@ def check_scale(scale: int, supported=(2, 3, 4, 8)) -> int:
     if int(scale) not in supported:
         raise ValueError(f"scale must be one of {', '.join(map(str, supported))}, got {scale}")
     return int(scale)
+
+
+class ESA(nn.Module):
+    """Enhanced spatial attention (RFANet), as in RFDN's ``block.ESA`` and RLFN's ``ESA``.
+
+    A strided conv, a 7x7/3 max-pool and bilinear resizing back to the input size make a coarse
+    attention map: its grid depends on the input size, so tiles only approximate whole-image
+    output (the specs mark these architectures as having global context). ``light`` is RLFN's
+    version, which drops ``conv_max`` and ``conv3_`` and the ReLUs around them. Inputs must be at
+    least 15 px on each side (the conv and pool shrink them to 1 px).
+    """
+
+    def __init__(self, n_feats: int, channels: int, light: bool = False):
+        super().__init__()
+        f = channels
+        self.light = light
+        self.conv1 = nn.Conv2d(n_feats, f, 1)
+        self.conv_f = nn.Conv2d(f, f, 1)
+        if not light:
+            self.conv_max = nn.Conv2d(f, f, 3, padding=1)
+        self.conv2 = nn.Conv2d(f, f, 3, stride=2, padding=0)
+        self.conv3 = nn.Conv2d(f, f, 3, padding=1)
+        if not light:
+            self.conv3_ = nn.Conv2d(f, f, 3, padding=1)
+        self.conv4 = nn.Conv2d(f, n_feats, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c1_ = self.conv1(x)
+        c1 = self.conv2(c1_)
+        v_max = F.max_pool2d(c1, kernel_size=7, stride=3)
+        if self.light:
+            c3 = self.conv3(v_max)
+        else:
+            c3 = self.conv3_(torch.relu(self.conv3(torch.relu(self.conv_max(v_max)))))
+        c3 = F.interpolate(c3, (x.size(2), x.size(3)), mode="bilinear", align_corners=False)
+        return x * torch.sigmoid(self.conv4(c3 + self.conv_f(c1_)))
+
+
+class ColourUpsampler(nn.Sequential):
+    """One conv to ``3*s*s`` channels and PixelShuffle(s): the upsampler of IMDN, RFDN, RLFN, SPAN."""
+
+    def __init__(self, n_feats: int, scale: int, out_channels: int = 3):
+        super().__init__(nn.Conv2d(n_feats, out_channels * scale * scale, 3, padding=1), nn.PixelShuffle(scale))

@@ -240,13 +240,14 @@ class SRModel(nn.Module):
         return self.spec.taps(self)
 
 
-def body_taps(prefix: str, n: int, end: str, second: int | None = None) -> dict[str, str]:
+def body_taps(prefix: str, n: int, end: str, second: int | None = None, base: int = 0) -> dict[str, str]:
     """Feature taps at stages ``n//3 - 1`` and ``2n//3 - 1`` of a body of ``n`` stages (or
     ``second``), and at its end: the FAKD/FACD positions, 1/3 and 2/3 of the way down.
 
     RCAN passes ``second = 2n//3``: FAKD's ``model/rcan.py`` taps ``group_id == 2 or 6`` of 10
-    groups, i.e. after the 3rd and the 7th group (docs/models.md, "Feature taps").
+    groups, i.e. after the 3rd and the 7th group (docs/models.md, "Feature taps"). ``base`` 1
+    names the stages from 1 (RFDN's ``B1..B4``, RLFN's and SPAN's ``block_1..``).
     """
     first = max(n // 3 - 1, 0)
     second = max(2 * n // 3 - 1, 0) if second is None else min(second, max(n - 1, 0))
-    return {"body1": f"{prefix}{first}", "body2": f"{prefix}{second}", "body3": end}
+    return {"body1": f"{prefix}{first + base}", "body2": f"{prefix}{second + base}", "body3": end}
