@@ -607,6 +607,11 @@ class Upscaler:
             names = {id(m): n for n, m in net.named_modules()}
             by_name = dict(self._active.named_modules())
             self._pool_sync = _PoolSync([by_name[names[id(p)]] for p in self.trace.global_pools])
+        from .esa_sync import EsaSync
+        from .models.blocks import ESA
+
+        esa = [m for m in self._active.modules() if isinstance(m, ESA)]
+        self._esa_sync = EsaSync(esa) if esa else None
 
         self.tile_pad = self._resolve_pad(tile_pad)
         self.tile_mode = self._resolve_tile_arg(tile)
@@ -854,11 +859,14 @@ class Upscaler:
         s = self.scale
         tiles = plan_tiles(h, w, tile, self.tile_pad)
         groups = [tiles[i : i + batch] for i in range(0, len(tiles), batch)]
-        sync = self._pool_sync if len(tiles) > 1 else None
+        sync = (self._pool_sync or self._esa_sync) if len(tiles) > 1 else None
         # Global pools: pass 1 collects image-wide statistics (with per-tile pooling), pass 2
         # re-collects them with pass 1's statistics applied, pass 3 produces the output. Each
-        # pass removes most of the remaining tiling error (measured in docs/upscale.md).
-        passes = [(True, False), (True, True), (False, True)] if sync else [(False, False)]
+        # pass removes most of the remaining tiling error (measured in docs/upscale.md). ESA
+        # blocks (srkd.esa_sync) take one pass per block plus one and are then exact.
+        passes = (sync.passes if hasattr(sync, "passes") else [(True, False), (True, True), (False, True)]) if sync else [(False, False)]
+        if sync is not None:
+            sync.image_hw = (h, w)
         total = len(tiles) * len(passes)
         done = 0
 
@@ -869,6 +877,7 @@ class Upscaler:
             xb = window(group)
             if sync:
                 sync.window_hw = (xb.shape[-2], xb.shape[-1])
+                sync.windows = [t.window for t in group]
                 sync.cores = [
                     (t.core[0] - t.window[0], t.core[1] - t.window[0], t.core[2] - t.window[2], t.core[3] - t.window[2])
                     for t in group

@@ -75,7 +75,8 @@ class ESA(nn.Module):
 
     A strided conv, a 7x7/3 max-pool and bilinear resizing back to the input size make a coarse
     attention map: its grid depends on the input size, so tiles only approximate whole-image
-    output (the specs mark these architectures as having global context). ``light`` is RLFN's
+    output unless they are synchronised (:mod:`srkd.esa_sync`, used by srkd.infer's tiling; the
+    specs mark these architectures as having global context). ``light`` is RLFN's
     version, which drops ``conv_max`` and ``conv3_`` and the ReLUs around them. Inputs must be at
     least 15 px on each side (the conv and pool shrink them to 1 px).
     """
@@ -94,15 +95,20 @@ class ESA(nn.Module):
             self.conv3_ = nn.Conv2d(f, f, 3, padding=1)
         self.conv4 = nn.Conv2d(f, n_feats, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c1_ = self.conv1(x)
-        c1 = self.conv2(c1_)
+    def coarse(self, c1: torch.Tensor) -> torch.Tensor:
+        """The coarse attention map from the strided features ``c1 = conv2(conv1(x))``."""
         v_max = F.max_pool2d(c1, kernel_size=7, stride=3)
         if self.light:
-            c3 = self.conv3(v_max)
+            return self.conv3(v_max)
+        return self.conv3_(torch.relu(self.conv3(torch.relu(self.conv_max(v_max)))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c1_ = self.conv1(x)
+        sync = self.__dict__.get("tile_sync")  # srkd.esa_sync while tiling: image-wide maps
+        if sync is not None and sync.active:
+            c3 = sync.attention(self, c1_)
         else:
-            c3 = self.conv3_(torch.relu(self.conv3(torch.relu(self.conv_max(v_max)))))
-        c3 = F.interpolate(c3, (x.size(2), x.size(3)), mode="bilinear", align_corners=False)
+            c3 = F.interpolate(self.coarse(self.conv2(c1_)), (x.size(2), x.size(3)), mode="bilinear", align_corners=False)
         return x * torch.sigmoid(self.conv4(c3 + self.conv_f(c1_)))
 
 
