@@ -27,6 +27,8 @@ from srkd.io.zoo import ZOO
 from srkd.models import PRESETS
 
 ASSETS = Path(__file__).resolve().parents[1] / "srkd" / "assets"
+#: $SRKD_DATA/weights/NTIRE_ESR names that differ from the zoo's (MANIFEST.md)
+ALIASES = {"rlfn-ntire-x4": "rlfn_ntire2024_baseline.pth"}
 
 
 def sources(weights_dir: Path | None) -> dict[str, object]:
@@ -40,9 +42,9 @@ def sources(weights_dir: Path | None) -> dict[str, object]:
     dirs = [d for d in (weights_dir, Path(os.environ.get("SRKD_DATA", "/nonexistent")) / "weights" / "NTIRE_ESR") if d]
     for preset, entry in ZOO.items():
         for d in dirs:
-            path = d / entry.filename
-            if path.is_file() and preset not in out and not entry.bundled:
-                out[preset] = convert_state_dict(read_state_dict(path), scale=entry.scale)[0]
+            for path in (d / entry.filename, d / ALIASES.get(preset, entry.filename)):
+                if path.is_file() and preset not in out and not entry.bundled:
+                    out[preset] = convert_state_dict(read_state_dict(path), scale=entry.scale)[0]
     return out
 
 

@@ -548,6 +548,10 @@ class Upscaler:
         net = copy.deepcopy(model).eval().requires_grad_(False).to(self.device)
         requested = str(precision).strip().lower()
         self.precision = resolve_precision(requested, self.device)
+        desc = _describe(model)
+        if requested == "auto" and self.precision == "bf16" and desc is not None and not desc.supports_bf16:
+            self.precision = "fp32"  # measured to lose more than BF16_LIMIT_DB (the model's spec)
+            self._note(f"{desc.arch} loses more than 0.05 dB in bf16 (benchmarks/precision_table.py); using fp32")
         will_check = requested == "auto" and self.precision != "fp32" and check_precision
         # Decisions verified before for these weights, srkd, torch and device (srkd.decisions).
         from . import decisions

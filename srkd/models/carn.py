@@ -285,6 +285,7 @@ SPEC_M = ArchSpec(
     upsampler=("upsample.",),
     taps=lambda m: dict(_TAPS),
     slicing=Slicing(_rules, groups="group"),
+    bf16_delta_db={"carn-m-x2": -0.021, "carn-m-x3": -0.004, "carn-m-x4": -0.006},  # Set5, benchmarks/precision_table.py
     weights={f"carn-m-x{s}": ZooEntry("carn-m.safetensors", None, scale=s, bundled=True) for s in (2, 3, 4)},
     examples=("carn-m:n_feats=8,group=4,scale=4", "carn-m:n_feats=8,scales=[2,3,4],scale=3"),
     reference="nmhkahn/CARN-pytorch carn/model/carn_m.py",

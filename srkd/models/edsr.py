@@ -135,6 +135,7 @@ SPEC = ArchSpec(
     upsampler=("tail.",),
     taps=lambda m: body_taps("body.", m.n_resblocks, f"body.{m.n_resblocks}"),
     slicing=Slicing(head_body_tail_rules),
+    bf16_delta_db={"edsr-baseline-x4": -0.003},  # Set5, the bundled demo teacher; benchmarks/precision_table.py
     weights={
         "edsr-baseline-x2": _zoo("edsr_baseline_x2-1bc95232.pt", "1bc9523228fdc3b0a5ddb0d7062001e22b31bbb398ae09cfdefb97e8ee06e171"),
         "edsr-baseline-x3": _zoo("edsr_baseline_x3-abf2a44e.pt", "abf2a44e7a137228efa42a4264a23e12603168d43ac7596b1adef40c649b9240"),

@@ -100,6 +100,7 @@ SPEC = ArchSpec(
     upsampler=("model.2.",),
     taps=lambda m: body_taps("model.1.sub.", m.n_blocks, f"model.1.sub.{m.n_blocks}"),
     no_slicing="each block splits a fixed quarter of its channels off at every stage, so a narrower IMDN is not a slice of a wider one",
+    bf16_delta_db={"imdn-ntire-x4": -0.004},  # Set5, benchmarks/precision_table.py
     weights={"imdn-ntire-x4": ZooEntry("imdn_baseline.pth", _NTIRE22 + "imdn_baseline.pth",
                                        sha256="115b4cc557eba9daaf1a6543c4858014c7e2a410655aafef7c8348ae54acc203", scale=4)},
     examples=("imdn:n_feats=8,n_blocks=2,scale=2", "imdn:n_feats=12,n_blocks=3,scale=3"),

@@ -204,6 +204,7 @@ SPEC = ArchSpec(
     upsampler=("upsampler.",),
     taps=lambda m: body_taps("block_", N_BLOCKS, "conv_2", base=1),
     slicing=Slicing(_rules),
+    bf16_delta_db={"span-ch28-x4": -0.035, "span-ch26-x4": -0.015},  # Set5, benchmarks/precision_table.py
     weights={
         "span-ch28-x4": ZooEntry("team38_span_ch28_slim.pth", _NTIRE24 + "team38_span_ch28_slim.pth",
                                  sha256="6c80f05048313289c6526e5fc9726688d7bb3dfdd6ae3c8b1e7dd09f601e5971", scale=4),
