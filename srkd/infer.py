@@ -299,20 +299,42 @@ class Tile:
     window: tuple[int, int, int, int]  # what the network sees (core plus context)
 
 
-def _axis_plan(n: int, tile: int | None, pad: int) -> list[tuple[int, int, int, int]]:
+def _axis_plan(n: int, tile: int | None, pad: int, align: int = 1) -> list[tuple[int, int, int, int]]:
     if tile is None or n <= tile:
         return [(0, n, 0, n)]
     k = math.ceil(n / tile)
     bounds = [round(i * n / k) for i in range(k + 1)]  # near-equal cores: no sliver at the end
     core_max = max(b - a for a, b in zip(bounds, bounds[1:]))
-    win = min(core_max + 2 * pad, n)
     out = []
+    if align > 1:
+        # Windows start on the model's own grid (SwinIR partitions attention windows from the
+        # image origin) and span whole grid cells; the last one ends at the image border, where
+        # the model pads itself exactly as it does for the whole image. It may be shorter.
+        win = math.ceil((core_max + 2 * pad + align - 1) / align) * align
+        for c0, c1 in zip(bounds, bounds[1:]):
+            w0 = max(c0 - pad, 0) // align * align
+            out.append((c0, c1, w0, min(w0 + win, n)))
+        return out
+    win = min(core_max + 2 * pad, n)
     for c0, c1 in zip(bounds, bounds[1:]):
         # Shift the window inward at the border instead of padding: every window has the same
         # size (so tiles batch) and the network meets the image border where it really is.
         w0 = min(max(c0 - pad, 0), n - win)
         out.append((c0, c1, w0, w0 + win))
     return out
+
+
+def _shape_groups(tiles: list[Tile], batch: int) -> list[list[Tile]]:
+    """Consecutive tiles in batches of at most ``batch`` whose windows have one shape."""
+    groups: list[list[Tile]] = []
+    for t in tiles:
+        shape = (t.window[1] - t.window[0], t.window[3] - t.window[2])
+        g = groups[-1] if groups else None
+        if g and len(g) < batch and (g[0].window[1] - g[0].window[0], g[0].window[3] - g[0].window[2]) == shape:
+            g.append(t)
+        else:
+            groups.append([t])
+    return groups
 
 
 def tile_hw(tile: int | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -322,15 +344,17 @@ def tile_hw(tile: int | tuple[int, int] | None) -> tuple[int, int] | None:
     return (int(tile), int(tile)) if isinstance(tile, int) else (int(tile[0]), int(tile[1]))
 
 
-def plan_tiles(h: int, w: int, tile: int | tuple[int, int] | None, pad: int) -> list[Tile]:
+def plan_tiles(h: int, w: int, tile: int | tuple[int, int] | None, pad: int, align: int = 1) -> list[Tile]:
     """Cores of at most ``tile`` LR px (an int, or a (height, width) pair) covering the image,
     each with ``pad`` px of real context.
 
     A core touching no image border gets at least ``pad`` px on every side; at a border the
-    context stops at the border, as in whole-image inference. All windows have the same shape.
+    context stops at the border, as in whole-image inference. All windows have the same shape,
+    except with ``align`` > 1: windows then start on multiples of ``align`` and the last row or
+    column of windows may be shorter.
     """
     th, tw = tile_hw(tile) or (None, None)
-    rows, cols = _axis_plan(h, th, pad), _axis_plan(w, tw, pad)
+    rows, cols = _axis_plan(h, th, pad, align), _axis_plan(w, tw, pad, align)
     return [Tile((r[0], r[1], c[0], c[1]), (r[2], r[3], c[2], c[3])) for r in rows for c in cols]
 
 
@@ -617,6 +641,8 @@ class Upscaler:
         esa = [m for m in self._active.modules() if isinstance(m, ESA)]
         self._esa_sync = EsaSync(esa) if esa else None
 
+        self.align = int(getattr(desc, "pad_multiple", 1) or 1)  # the model's own grid (SwinIR windows)
+        self.min_tile_pad = int(getattr(desc, "min_tile_pad", 0) or 0)
         self.tile_pad = self._resolve_pad(tile_pad)
         self.tile_mode = self._resolve_tile_arg(tile)
         self.batch_mode = batch_tiles
@@ -683,7 +709,8 @@ class Upscaler:
             if int(tile_pad) < 0:
                 raise SrkdError(f"--tile-pad must be >= 0, got {tile_pad}")
             return int(tile_pad)
-        return min(math.ceil(self.trace.receptive_radius) + PAD_MARGIN, MAX_AUTO_PAD)
+        traced = min(math.ceil(self.trace.receptive_radius) + PAD_MARGIN, MAX_AUTO_PAD)
+        return max(traced, self.min_tile_pad)  # attention reaches beyond the traced convolutions
 
     @staticmethod
     def _resolve_tile_arg(tile) -> int | str | None:
@@ -861,8 +888,8 @@ class Upscaler:
         """``concurrent``: windows at once on CPU (the auto plan's choice); None: as many as threads allow."""
         h, w = x.shape[-2:]
         s = self.scale
-        tiles = plan_tiles(h, w, tile, self.tile_pad)
-        groups = [tiles[i : i + batch] for i in range(0, len(tiles), batch)]
+        tiles = plan_tiles(h, w, tile, self.tile_pad, self.align)
+        groups = _shape_groups(tiles, batch)
         sync = (self._pool_sync or self._esa_sync) if len(tiles) > 1 else None
         # Global pools: pass 1 collects image-wide statistics (with per-tile pooling), pass 2
         # re-collects them with pass 1's statistics applied, pass 3 produces the output. Each

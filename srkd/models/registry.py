@@ -62,6 +62,7 @@ class ModelDescriptor:
     upsampler_prefixes: tuple[str, ...] = ()
     splittable: bool = False
     pad_multiple: int = 1
+    min_tile_pad: int = 0
     spec: ArchSpec | None = field(default=None, repr=False, compare=False)
 
 
@@ -96,6 +97,7 @@ def describe(model: nn.Module) -> ModelDescriptor:
         upsampler_prefixes=spec.upsampler,
         splittable=spec.slicing is not None,
         pad_multiple=spec.pad_multiple,
+        min_tile_pad=spec.min_tile_pad,
         spec=spec,
     )
 

@@ -161,6 +161,7 @@ class ArchSpec:
     #: input (RCAN's pooling), so tiles only approximate whole-image output
     context: str = "local"
     pad_multiple: int = 1  # the model pads its input to this multiple itself (attention windows)
+    min_tile_pad: int = 0  # LR px of tile context needed beyond the traced convolutions (attention)
     #: measured fp32 -> bf16 Set5 PSNR change (dB) per preset (benchmarks/precision_table.py);
     #: a loss above BF16_LIMIT_DB makes --precision auto pick fp32
     bf16_delta_db: dict[str, float] = field(default_factory=dict)
