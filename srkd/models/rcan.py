@@ -137,7 +137,7 @@ SPEC = ArchSpec(
     formats=(
         Format("edsr-pytorch", lambda sd: "head.0.weight" in sd and "tail.1.weight" in sd
                and any(k.endswith("conv_du.0.weight") for k in sd)),
-        Format("basicsr", lambda sd: "conv_first.weight" in sd and any(".residual_group." in k for k in sd), _from_basicsr),
+        Format("basicsr", lambda sd: "conv_first.weight" in sd and any(".rcab." in k for k in sd), _from_basicsr),
     ),
     read_config=_read_config,
     upsampler=("tail.",),
