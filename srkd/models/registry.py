@@ -96,7 +96,7 @@ def describe(model: nn.Module) -> ModelDescriptor:
         feature_taps=dict(model.feature_taps),
         upsampler_prefixes=spec.upsampler,
         splittable=spec.slicing is not None,
-        pad_multiple=spec.pad_multiple,
+        pad_multiple=int(spec.pad_multiple(model) if callable(spec.pad_multiple) else spec.pad_multiple),
         min_tile_pad=spec.min_tile_pad,
         spec=spec,
     )

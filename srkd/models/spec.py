@@ -160,7 +160,9 @@ class ArchSpec:
     #: "local": a finite receptive field (traced by srkd.infer); "global": context from the whole
     #: input (RCAN's pooling), so tiles only approximate whole-image output
     context: str = "local"
-    pad_multiple: int = 1  # the model pads its input to this multiple itself (attention windows)
+    #: the model pads its input to this multiple itself (attention windows): a number, or a
+    #: function of the model (SwinIR: its window size)
+    pad_multiple: int | Callable[[nn.Module], int] = 1
     min_tile_pad: int = 0  # LR px of tile context needed beyond the traced convolutions (attention)
     #: measured fp32 -> bf16 Set5 PSNR change (dB) per preset (benchmarks/precision_table.py);
     #: a loss above BF16_LIMIT_DB makes --precision auto pick fp32
