@@ -22,6 +22,7 @@ from srkd.io.convert import convert_state_dict, detect, read_state_dict
 from srkd.models import ARCHS, PRESETS, build_from_spec, build_model, describe
 
 EXAMPLES = [spec for arch in ARCHS.values() for spec in arch.examples]
+EXAMPLES_BY_ARCH = {name: arch.examples for name, arch in ARCHS.items()}
 
 
 def conv(name, cout, cin, k=3):
@@ -93,6 +94,38 @@ def official_span_keys(fc, scale, cin=3):
     return keys
 
 
+def official_swinir_keys(depths, heads, dim, ws, img, upsampler, scale, num_feat=64, mlp=2.0):
+    """JingyunLiang/SwinIR models/network_swinir.py: SwinIR(..., resi_connection='1conv')."""
+    keys = {**conv("conv_first", dim, 3), "patch_embed.norm.weight": (dim,), "patch_embed.norm.bias": (dim,)}
+    n = ws * ws
+    for i, (depth, h) in enumerate(zip(depths, heads)):
+        for j in range(depth):
+            p = f"layers.{i}.residual_group.blocks.{j}"
+            keys.update({f"{p}.norm1.weight": (dim,), f"{p}.norm1.bias": (dim,), f"{p}.norm2.weight": (dim,),
+                         f"{p}.norm2.bias": (dim,),
+                         f"{p}.attn.relative_position_bias_table": ((2 * ws - 1) ** 2, h),
+                         f"{p}.attn.relative_position_index": (n, n),
+                         f"{p}.attn.qkv.weight": (3 * dim, dim), f"{p}.attn.qkv.bias": (3 * dim,),
+                         f"{p}.attn.proj.weight": (dim, dim), f"{p}.attn.proj.bias": (dim,),
+                         f"{p}.mlp.fc1.weight": (int(dim * mlp), dim), f"{p}.mlp.fc1.bias": (int(dim * mlp),),
+                         f"{p}.mlp.fc2.weight": (dim, int(dim * mlp)), f"{p}.mlp.fc2.bias": (dim,)})
+            if j % 2 == 1:  # shifted blocks register attn_mask for img_size
+                keys[f"{p}.attn_mask"] = ((img // ws) ** 2, n, n)
+        keys.update(conv(f"layers.{i}.conv", dim, dim))
+    keys.update({"norm.weight": (dim,), "norm.bias": (dim,), **conv("conv_after_body", dim, dim)})
+    if upsampler == "pixelshuffle":
+        keys.update(conv("conv_before_upsample.0", num_feat, dim))
+        if scale == 3:
+            keys.update(conv("upsample.0", 9 * num_feat, num_feat))
+        else:
+            for k in range(int(math.log2(scale))):
+                keys.update(conv(f"upsample.{2 * k}", 4 * num_feat, num_feat))
+        keys.update(conv("conv_last", 3, num_feat))
+    else:
+        keys.update(conv("upsample.0", 3 * scale * scale, dim))
+    return keys
+
+
 OFFICIAL = {
     "imdn-ntire": lambda s: official_imdn_keys(64, 8, s),
     "rfdn-ntire": lambda s: official_rfdn_keys(50, 4, s),
@@ -102,6 +135,9 @@ OFFICIAL = {
     "span": lambda s: official_span_keys(48, s),
     "span-ch28": lambda s: official_span_keys(28, s),
     "span-ch26": lambda s: official_span_keys(26, s),
+    # main_test_swinir.py: classical SwinIR-M (DIV2K s48w8) and lightweight SwinIR-S (s64w8)
+    "swinir": lambda s: official_swinir_keys([6] * 6, [6] * 6, 180, 8, 48, "pixelshuffle", s),
+    "swinir-light": lambda s: official_swinir_keys([6] * 4, [6] * 4, 60, 8, 64, "pixelshuffledirect", s),
 }
 
 
@@ -258,7 +294,8 @@ def test_feature_taps_are_tensors_at_increasing_depth(spec):
         model(torch.rand(1, 3, 20, 17))
     for h in hooks:
         h.remove()
-    assert all(isinstance(seen[k], torch.Tensor) and seen[k].shape[-2:] == (20, 17) for k in taps)
+    m = describe(model).pad_multiple  # SwinIR pads to its window grid
+    assert all(isinstance(seen[k], torch.Tensor) and seen[k].shape[-2:] == (-(-20 // m) * m, -(-17 // m) * m) for k in taps)
     assert order[taps["body1"]] <= order[taps["body2"]] < order[taps["body3"]]  # equal only for 2-stage bodies
 
 
@@ -441,3 +478,34 @@ def test_ntire_eval_table_is_reproduced(name):
                        progress=False)
     got = tuple(r.psnr for r in results)
     assert all(abs(a - b) < 0.01 for a, b in zip(got, NTIRE_TABLE[name])), (name, got)
+
+
+def test_swinir_parameter_counts_and_spandrel_detection():
+    """SwinIR-M x4 has 11.9 M parameters, SwinIR-S x2 0.91 M (SwinIR paper); spandrel's SwinIRArch
+    reads window size, img_size, depths, heads and the upsampler back from the same keys."""
+    with torch.device("meta"):
+        m, s = build_from_spec("swinir-x4"), build_from_spec("swinir-light-x2")
+    assert round(sum(p.numel() for p in m.parameters()) / 1e6, 1) == 11.9
+    assert round(sum(p.numel() for p in s.parameters()) / 1e6, 2) == 0.91
+    sd = {k: v for k, v in s.state_dict().items()}
+    ws = math.isqrt(sd["layers.0.residual_group.blocks.0.attn.relative_position_index"].shape[0])
+    img = math.isqrt(sd["layers.0.residual_group.blocks.1.attn_mask"].shape[0]) * ws
+    assert (ws, img) == (8, 64) and "upsample.0.weight" in sd and "conv_before_upsample.0.weight" not in sd
+    arch, config, _, _ = detect(sd)
+    assert arch == "swinir" and config["upsampler"] == "pixelshuffledirect" and config["depths"] == [6] * 4
+
+
+def test_swinir_pads_to_its_window_and_any_size_runs():
+    torch.manual_seed(0)
+    model = build_from_spec(EXAMPLES_BY_ARCH["swinir"][0]).eval()
+    with torch.no_grad():
+        for h, w in ((16, 16), (13, 21), (5, 9)):
+            assert model(torch.rand(1, 3, h, w)).shape == (1, 3, 2 * h, 2 * w)
+
+
+def test_swinir_tiles_on_the_window_grid():
+    from srkd.infer import plan_tiles
+
+    for t in plan_tiles(100, 77, 30, 32, align=8):
+        assert t.window[0] % 8 == 0 and t.window[2] % 8 == 0
+        assert t.window[0] <= max(t.core[0] - 32, 0) and t.window[1] >= min(t.core[1] + 32, 100)

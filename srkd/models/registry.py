@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from ..errors import SrkdError
-from . import carn, edsr, imdn, rcan, rfdn, rlfn, span
+from . import carn, edsr, imdn, rcan, rfdn, rlfn, span, swinir
 from .spec import ArchSpec
 
 #: every architecture, by name: its spec (adding one is one line here)
 ARCHS: dict[str, ArchSpec] = {s.name: s for s in (
-    edsr.SPEC, rcan.SPEC, carn.SPEC, carn.SPEC_M, imdn.SPEC, rfdn.SPEC, rlfn.SPEC, span.SPEC,
+    edsr.SPEC, rcan.SPEC, carn.SPEC, carn.SPEC_M, imdn.SPEC, rfdn.SPEC, rlfn.SPEC, span.SPEC, swinir.SPEC,
 )}
 
 
