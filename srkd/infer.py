@@ -643,6 +643,8 @@ class Upscaler:
 
         self.align = int(getattr(desc, "pad_multiple", 1) or 1)  # the model's own grid (SwinIR windows)
         self.min_tile_pad = int(getattr(desc, "min_tile_pad", 0) or 0)
+        self.min_input = int(getattr(desc, "min_input", 1) or 1)
+        self._arch = getattr(desc, "arch", "this model")
         self.tile_pad = self._resolve_pad(tile_pad)
         self.tile_mode = self._resolve_tile_arg(tile)
         self.batch_mode = batch_tiles
@@ -834,6 +836,9 @@ class Upscaler:
             raise SrkdError(f"expected an image tensor of shape (n, 3, h, w), got {shape}")
         if out_dtype not in (torch.float32, torch.uint8):
             raise SrkdError(f"out_dtype must be torch.float32 or torch.uint8, got {out_dtype}")
+        if min(x.shape[-2:]) < self.min_input:
+            raise SrkdError(f"the image is {x.shape[-1]}x{x.shape[-2]} px; {self._arch} needs at least "
+                            f"{self.min_input} px on each side")
         x = x.detach().to("cpu", torch.float32)
         outs = [self._process_one(x[i : i + 1], self_ensemble, progress, out_dtype) for i in range(x.shape[0])]
         return outs[0] if len(outs) == 1 else torch.cat(outs)

@@ -509,3 +509,52 @@ def test_swinir_tiles_on_the_window_grid():
     for t in plan_tiles(100, 77, 30, 32, align=8):
         assert t.window[0] % 8 == 0 and t.window[2] % 8 == 0
         assert t.window[0] <= max(t.core[0] - 32, 0) and t.window[1] >= min(t.core[1] + 32, 100)
+
+
+def _unscaled(spec: str) -> str:
+    import re
+
+    return re.sub(r",?scale=\d+", "", spec).replace(":,", ":").rstrip(":")
+
+
+@pytest.fixture(scope="module")
+def distill_data(tmp_path_factory):
+    data = tmp_path_factory.mktemp("distill-data")
+    bundled = Path(__file__).resolve().parent.parent / "srkd" / "assets" / "train" / "T91"
+    for name in ("t46.png", "tt1.png"):
+        shutil.copy(bundled / name, data / name)
+    return data
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_every_architecture_distils_as_student_and_as_teacher(arch, distill_data, tmp_path):
+    """FitNet (feature taps + adapters) into each architecture, FAKD from each architecture."""
+    torch.manual_seed(0)
+    example = _unscaled(ARCHS[arch].examples[0])
+    edsr = save_model(build_from_spec("edsr:n_resblocks=2,n_feats=8,scale=2"), tmp_path / "edsr.safetensors")
+    arch_name, config = _parsed(example, 2)
+    other = save_model(build_model(arch_name, **config), tmp_path / "other.safetensors")
+    for method, teacher, student in (("fitnet", edsr, example), ("fakd", other, "edsr:n_resblocks=2,n_feats=8")):
+        out = tmp_path / method
+        code, _, err = run_cli("distill", "--method", method, "--teacher", str(teacher), "--student", student,
+                               "--data", str(distill_data), "--out", str(out), "--steps", "1", "--batch", "2",
+                               "--patch", "16", "--val", "none", "--threads", "1", "--quiet")
+        assert code == 0, (method, err)
+        assert load_model_file(out / "model.safetensors").model.scale == 2
+
+
+def _parsed(spec: str, scale: int):
+    from srkd.models import parse_spec
+
+    arch, config = parse_spec(spec)
+    return arch, {**config, "scale": scale}
+
+
+def test_too_small_an_image_for_esa_is_one_clear_error(tmp_path):
+    from PIL import Image
+
+    model = save_model(build_from_spec("rfdn:n_feats=8,n_blocks=1,scale=2"), tmp_path / "rfdn.safetensors")
+    Image.new("RGB", (12, 20)).save(tmp_path / "small.png")
+    code, _, err = run_cli("upscale", str(tmp_path / "small.png"), "--model", str(model), "-o", str(tmp_path / "o.png"))
+    assert code == 1 and "needs at least 15 px" in err and len(err.strip().splitlines()) == 1  # 1: an image failed
+    assert not (tmp_path / "o.png").exists()

@@ -456,6 +456,7 @@ class Distiller(nn.Module):
     def probe_features(self, size: int = 12) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
         """(C, H, W) of every tap in both networks on a small input, before any training."""
         device = next(self.student.parameters()).device
+        size = max(size, *(_min_input(m) for m in (self.student, self.teacher) if m is not None))
         x = torch.rand(1, 3, size, size, device=device)
         was_training = self.student.training
         self.student.eval()
@@ -502,3 +503,11 @@ def method_doc(cls: type[Distiller]) -> types.SimpleNamespace:
         extra = f" [{'|'.join(map(str, meta['choices']))}]" if meta.get("choices") else ""
         rows.append((name, _type_name(tp), shown, (meta.get("help") or "") + extra))
     return types.SimpleNamespace(name=cls.name, summary=cls.summary, params=rows)
+
+
+def _min_input(model: nn.Module) -> int:
+    """The smallest input side an srkd architecture accepts (1 for foreign modules)."""
+    from ..models.registry import ARCHS
+
+    spec = ARCHS.get(str(getattr(model, "arch", "")))
+    return spec.min_input if spec is not None else 1

@@ -63,6 +63,7 @@ class ModelDescriptor:
     splittable: bool = False
     pad_multiple: int = 1
     min_tile_pad: int = 0
+    min_input: int = 1
     spec: ArchSpec | None = field(default=None, repr=False, compare=False)
 
 
@@ -98,6 +99,7 @@ def describe(model: nn.Module) -> ModelDescriptor:
         splittable=spec.slicing is not None,
         pad_multiple=int(spec.pad_multiple(model) if callable(spec.pad_multiple) else spec.pad_multiple),
         min_tile_pad=spec.min_tile_pad,
+        min_input=spec.min_input,
         spec=spec,
     )
 

@@ -93,6 +93,7 @@ SPEC = ArchSpec(
     taps=lambda m: body_taps("B", m.n_blocks, "LR_conv", base=1),
     no_slicing="the distilled channels are half and ESA a quarter of the width, fixed ratios rather than a slice",
     context="global",  # ESA's strided pooling and resize back to the input size
+    min_input=15,  # ESA: conv 3/2 then max-pool 7/3 must leave one pixel
     bf16_delta_db={"rfdn-ntire-x4": -0.008},  # Set5, benchmarks/precision_table.py
     weights={"rfdn-ntire-x4": ZooEntry("rfdn_baseline.pth", _NTIRE22 + "rfdn_baseline.pth",
                                        sha256="11af8ec8ebd68689e90ef1e29044f9804c72d3bd9f7573820b7b26035782760c", scale=4)},

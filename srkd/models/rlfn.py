@@ -98,6 +98,7 @@ SPEC = ArchSpec(
     taps=lambda m: body_taps("block_", m.n_blocks, "conv_2", base=1),
     slicing=Slicing(_rules, aux="mid_feats"),
     context="global",  # ESA's strided pooling and resize back to the input size
+    min_input=15,  # ESA: conv 3/2 then max-pool 7/3 must leave one pixel
     bf16_delta_db={"rlfn-ntire-x4": -0.013},  # Set5, benchmarks/precision_table.py
     weights={"rlfn-ntire-x4": ZooEntry("team00_rlfn.pth", _NTIRE24 + "team00_rlfn.pth",
                                        sha256="3c9be7b9d7a4bece9b68c83a56a1ffb38010f76413d5f215be6b4be842e18fb2", scale=4)},

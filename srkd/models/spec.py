@@ -164,6 +164,7 @@ class ArchSpec:
     #: function of the model (SwinIR: its window size)
     pad_multiple: int | Callable[[nn.Module], int] = 1
     min_tile_pad: int = 0  # LR px of tile context needed beyond the traced convolutions (attention)
+    min_input: int = 1  # smallest input side the network accepts (ESA's strided conv + 7x7 pool: 15)
     #: measured fp32 -> bf16 Set5 PSNR change (dB) per preset (benchmarks/precision_table.py);
     #: a loss above BF16_LIMIT_DB makes --precision auto pick fp32
     bf16_delta_db: dict[str, float] = field(default_factory=dict)
