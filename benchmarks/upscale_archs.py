@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 PRESETS = ["edsr-baseline-x4", "carn-x4", "carn-m-x4", "imdn-ntire-x4", "rfdn-ntire-x4", "rlfn-ntire-x4", "span-x4",
-           "span-ch28-x4"]
+           "span-ch28-x4", "swinir-light-x4"]
 
 
 def _model(preset: str, weights_dir: Path | None):
