@@ -62,7 +62,16 @@ class Conv3XC(nn.Module):
             weight = weight + F.pad(self.sk.weight, [1, 1, 1, 1])
             return weight.contiguous(), (bias + self.sk.bias).contiguous()
 
+    def deploy(self) -> None:
+        """Store the fused kernel in ``eval_conv`` and run it alone from now on (export, srkd.export)."""
+        weight, bias = self.fused()
+        self.eval_conv.weight.data.copy_(weight)
+        self.eval_conv.bias.data.copy_(bias)
+        self.deployed = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if getattr(self, "deployed", False):
+            return self.eval_conv(x)
         if self.training:
             return self.conv(F.pad(x, (1, 1, 1, 1))) + self.sk(x)
         # Through eval_conv (with the fused tensors swapped in) so that tracing, hooks and the

@@ -31,14 +31,15 @@ def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
     """(B, H, W, C) -> (B * H/ws * W/ws, ws, ws, C)."""
     b, h, w, c = x.shape
     x = x.view(b, h // ws, ws, w // ws, ws, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, ws, ws, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b * (h // ws) * (w // ws), ws, ws, c)
 
 
 def window_reverse(windows: torch.Tensor, ws: int, h: int, w: int) -> torch.Tensor:
     """Inverse of :func:`window_partition`; the batch size is inferred, never baked in."""
     c = windows.shape[-1]
-    x = windows.view(-1, h // ws, w // ws, ws, ws, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
+    b = windows.shape[0] // ((h // ws) * (w // ws))
+    x = windows.view(b, h // ws, w // ws, ws, ws, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
 
 
 def relative_position_index(ws: int) -> torch.Tensor:
@@ -80,8 +81,8 @@ class WindowAttention(nn.Module):
         attn = attn + bias.permute(2, 0, 1).unsqueeze(0)
         if mask is not None:
             nw = mask.shape[0]
-            attn = attn.view(-1, nw, self.num_heads, n, n) + mask.to(attn.dtype).unsqueeze(1).unsqueeze(0)
-            attn = attn.view(-1, self.num_heads, n, n)
+            attn = attn.view(b_ // nw, nw, self.num_heads, n, n) + mask.to(attn.dtype).unsqueeze(1).unsqueeze(0)
+            attn = attn.view(b_, self.num_heads, n, n)
         attn = attn.softmax(dim=-1)
         return self.proj((attn @ v).transpose(1, 2).reshape(b_, n, c))
 
@@ -118,8 +119,9 @@ class SwinTransformerBlock(nn.Module):
         mask = None
         if self.shift:
             mask = self.attn_mask if (h, w) == (self.resolution, self.resolution) else shift_mask(h, w, self.ws, self.shift).to(x.device)
-        windows = self.attn(window_partition(x, self.ws).view(-1, self.ws * self.ws, c), mask)
-        x = window_reverse(windows.view(-1, self.ws, self.ws, c), self.ws, h, w)
+        parts = window_partition(x, self.ws)
+        windows = self.attn(parts.view(parts.shape[0], self.ws * self.ws, c), mask)
+        x = window_reverse(windows.view(parts.shape[0], self.ws, self.ws, c), self.ws, h, w)
         if self.shift:
             x = torch.roll(x, shifts=(self.shift, self.shift), dims=(1, 2))
         x = shortcut + x.reshape(b, h * w, c)
