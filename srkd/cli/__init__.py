@@ -13,7 +13,7 @@ import typer
 
 from ..errors import SrkdError
 
-COMMAND_MODULES = ("models", "convert", "eval", "data", "upscale", "train", "compress", "distill", "bench")
+COMMAND_MODULES = ("models", "convert", "eval", "data", "upscale", "train", "compress", "distill", "bench", "export")
 
 
 def build_app() -> typer.Typer:
