@@ -93,6 +93,7 @@ def evaluate(
     hr_dir=None,
     lr_dir=None,
     progress: bool = True,
+    backend: str = "torch",
 ) -> list[DatasetResult]:
     """Evaluate ``model`` (module, ModelFile or reference) on named benchmarks or an HR[/LR] folder."""
     if metric not in ("y", "rgb"):
@@ -104,7 +105,7 @@ def evaluate(
         benches.append(folder_benchmark(hr_dir, scale, lr_dir=lr_dir))
     if not benches:
         raise SrkdError("nothing to evaluate: give --dataset NAME or --hr DIR")
-    upscaler = Upscaler(net, device=device, precision=precision, tile=tile)
+    upscaler = Upscaler(net, device=device, precision=precision, tile=tile, backend=backend)
     results = []
     from rich.progress import Progress
 

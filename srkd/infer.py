@@ -560,6 +560,7 @@ class Upscaler:
         check_precision: bool = True,
         fuse: bool = True,
         cache: bool = True,
+        backend: str = "torch",
     ):
         if hasattr(model, "model") and not isinstance(model, nn.Module):  # a ModelFile
             model = model.model
@@ -570,6 +571,7 @@ class Upscaler:
         self.channels_last = bool(channels_last) and self.device.type in ("cpu", "cuda")
 
         net = copy.deepcopy(model).eval().requires_grad_(False).to(self.device)
+        self._runtime = None  # a non-torch backend's network call (srkd.backends), set at the end
         requested = str(precision).strip().lower()
         self.precision = resolve_precision(requested, self.device)
         desc = _describe(model)
@@ -659,6 +661,7 @@ class Upscaler:
             except Exception as exc:  # noqa: BLE001 - compile support varies by platform
                 self._note(f"torch.compile is unavailable here ({type(exc).__name__}); running eagerly")
         self._compiled = compile and self._forward is not self._active
+        self.backend = self._setup_backend(backend, model, requested, cache)
 
     def _rewrite(self, net: nn.Module, verify: bool = True) -> bool:
         """srkd.fusion's rewrites of ``net`` in place; False if they changed the output (fp32, 1e-4).
@@ -701,6 +704,39 @@ class Upscaler:
             return self._run_batch(x, self.precision)
 
     # ------------------------------------------------------------------ configuration helpers
+
+    def _setup_backend(self, backend: str, model: nn.Module, requested: str, cache: bool) -> str:
+        """Resolve ``backend`` (srkd.backends); a non-torch one replaces the network call only."""
+        from . import backends, decisions
+
+        backend = backends.check_backend(backend)
+        if backend == "torch":
+            return backend
+        if self.device.type != "cpu":
+            raise SrkdError(f"--backend {backend} runs on the CPU here; use --device cpu or --backend torch")
+        if backend == "auto":
+            if self.global_context:
+                return "torch"  # synchronised tiling (pools, ESA) exists on the torch path only
+            key = decisions.key(model, self.device, f"backend:{requested}") if cache else None
+            known = decisions.load(key) if key else None
+            if known and known.get("backend") in backends.BACKENDS and (known["backend"] == "torch" or backends.installed(known["backend"])):
+                chosen, precision = known["backend"], known["precision"]
+            else:
+                chosen, precision, _ = backends.choose(copy.deepcopy(model), lambda x: self._run_batch(x), self.precision, self.scale)
+                if key:
+                    decisions.store(key, {"backend": chosen, "precision": precision})
+            if chosen == "torch":
+                return "torch"
+            backend = chosen
+        else:
+            backends.require(backend)
+            precision = requested if requested in ("fp32", "bf16") and backend == "openvino" else "fp32"
+            if self.global_context:
+                self.tile_mode = None  # a runtime cannot synchronise pools or ESA maps across tiles
+                self._note(f"{backend} runs this global-context model on whole images (exact tiling needs --backend torch)")
+        self._runtime = backends.runtime(copy.deepcopy(model).float().cpu().eval(), backend, precision)
+        self.precision = precision
+        return backend
 
     def _note(self, msg: str) -> None:
         self.notes.append(msg)
@@ -793,6 +829,8 @@ class Upscaler:
 
     def _run_batch(self, x: torch.Tensor, precision: str | None = None) -> torch.Tensor:
         """Model on a host batch; returns the raw output on the device (unclamped)."""
+        if self._runtime is not None:
+            return self._runtime(x)
         precision = precision or self.precision
         pin = self.device.type == "cuda"
         xb = x.pin_memory() if pin else x
@@ -929,7 +967,8 @@ class Upscaler:
             return y.cpu()
 
         out = torch.empty(1, 3, h * s, w * s, dtype=out_dtype) if len(tiles) > 1 else None
-        workers = self._cpu_workers(len(groups), groups[0], concurrent) if not sync else 1
+        # a runtime backend uses its own threads (and OpenVINO's request is not re-entrant)
+        workers = self._cpu_workers(len(groups), groups[0], concurrent) if not sync and self._runtime is None else 1
         threads = torch.get_num_threads()
         pool = None
         try:

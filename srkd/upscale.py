@@ -238,7 +238,7 @@ def _array_to_pil(arr: np.ndarray, mode: str):
 _CACHE: dict = {}
 
 
-def _get_upscaler(model, scale, device, precision, tile, tile_pad):
+def _get_upscaler(model, scale, device, precision, tile, tile_pad, backend="torch"):
     from torch import nn
 
     from .infer import Upscaler
@@ -246,13 +246,13 @@ def _get_upscaler(model, scale, device, precision, tile, tile_pad):
     if isinstance(model, Upscaler):
         return model
     if model is None or isinstance(model, (str, os.PathLike)):
-        key = (str(model) if model is not None else None, scale, str(device), precision, str(tile), tile_pad)
+        key = (str(model) if model is not None else None, scale, str(device), precision, str(tile), tile_pad, backend)
         if key not in _CACHE:
             from .io.hub import load_model
 
             net = load_model(None if model is None else str(model), scale=scale).model
             _CACHE.clear()  # keep one model alive, not every model ever used
-            _CACHE[key] = Upscaler(net, device=device, precision=precision, tile=tile, tile_pad=tile_pad)
+            _CACHE[key] = Upscaler(net, device=device, precision=precision, tile=tile, tile_pad=tile_pad, backend=backend)
         return _CACHE[key]
     net = getattr(model, "model", model)  # a ModelFile
     if not isinstance(net, nn.Module):
@@ -264,7 +264,7 @@ def _get_upscaler(model, scale, device, precision, tile, tile_pad):
 
         net = copy.deepcopy(net)
         net.set_scale(scale)
-    return Upscaler(net, device=device, precision=precision, tile=tile, tile_pad=tile_pad)
+    return Upscaler(net, device=device, precision=precision, tile=tile, tile_pad=tile_pad, backend=backend)
 
 
 def upscale(
@@ -279,6 +279,7 @@ def upscale(
     tile_pad: int | None = None,
     alpha: str = "model",
     self_ensemble: bool = False,
+    backend: str = "torch",
 ):
     """Upscale one image (numpy array or PIL image); returns the same kind of object.
 
@@ -286,7 +287,7 @@ def upscale(
     ``ModelFile``, an ``nn.Module`` or an ``srkd.infer.Upscaler`` (reuse one for many images).
     Reference strings are loaded once and cached for repeated calls with the same settings.
     """
-    upscaler = _get_upscaler(model, scale, device, precision, tile, tile_pad)
+    upscaler = _get_upscaler(model, scale, device, precision, tile, tile_pad, backend)
     if isinstance(image, np.ndarray):
         return upscale_array(image, upscaler, outscale=outscale, alpha=alpha, self_ensemble=self_ensemble)
     try:
@@ -462,6 +463,7 @@ def upscale_files(
     pipeline: bool = True,
     progress: bool = True,
     on_error: Callable[[Path, str], None] | None = None,
+    backend: str = "torch",
 ) -> BatchReport:
     """Upscale files, folders and glob patterns; failures are reported per file, not raised.
 
@@ -485,6 +487,10 @@ def upscale_files(
     dev = resolve_device(device)
     resolve_precision(precision, dev)
     Upscaler._resolve_tile_arg(tile)
+    from .backends import check_backend, require
+
+    if check_backend(backend) not in ("torch", "auto"):
+        require(backend)
 
     if isinstance(model, Upscaler):
         upscaler = model
@@ -516,7 +522,7 @@ def upscale_files(
     if not todo:
         return report
     if upscaler is None:
-        upscaler = Upscaler(net, device=dev, precision=precision, tile=tile, tile_pad=tile_pad, compile=compile)
+        upscaler = Upscaler(net, device=dev, precision=precision, tile=tile, tile_pad=tile_pad, compile=compile, backend=backend)
 
     start = time.perf_counter()
     columns = (

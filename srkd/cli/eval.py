@@ -23,6 +23,7 @@ def register(app: typer.Typer) -> None:
         metric: str = typer.Option("y", help="y (BT.601 luma, the benchmark protocol) or rgb."),
         device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
         precision: str = typer.Option("fp32", help="fp32, bf16 or fp16."),
+        backend: str = typer.Option("torch", help="torch, onnxruntime, openvino or auto ([deploy] extra)."),
         tile: int = typer.Option(None, help="Tile size in LR pixels for images too big for memory (exact within one 8-bit level)."),
         per_image: bool = typer.Option(False, help="Also print and export per-image scores."),
         save_images: Path = typer.Option(None, help="Write the SR images (PNG) under this folder."),
@@ -44,7 +45,7 @@ def register(app: typer.Typer) -> None:
                 check_writable(out, overwrite)
         loaded = load_model(model, scale=scale)
         names = list(dataset or ([] if hr else ["set5"]))
-        results = evaluate(loaded.model, names, data_root=data_root, device=device, precision=precision,
+        results = evaluate(loaded.model, names, data_root=data_root, device=device, precision=precision, backend=backend,
                            self_ensemble=self_ensemble, tile=tile, metric=metric, save_images=save_images,
                            hr_dir=hr, lr_dir=lr)
         console = Console()

@@ -31,6 +31,7 @@ def register(app: typer.Typer) -> None:
         precision: str = typer.Option(
             "auto", help="auto (bf16/fp16 where the device is fast at it and the model's output stays within 4/255 of fp32), fp32, bf16 or fp16.",
         ),
+        backend: str = typer.Option("torch", help="torch, onnxruntime, openvino, or auto: the fastest installed one within 0.02 dB of fp32 on a real crop ([deploy] extra)."),
         compile: bool = typer.Option(False, "--compile", help="torch.compile the model (experimental: slower than eager on the CPU measured, see docs/upscale.md)."),
         alpha: str = typer.Option("model", help="Alpha channel: 'model' (upscaled by the network) or 'resize' (Lanczos)."),
         self_ensemble: bool = typer.Option(False, "--self-ensemble", help="Average the 8 flips/transposes: best quality, 8x slower."),
@@ -61,7 +62,7 @@ def register(app: typer.Typer) -> None:
                 inputs, output, model=model, scale=scale, outscale=outscale, suffix=suffix, ext=ext, device=device,
                 precision=precision, tile=tile, tile_pad=tile_pad, compile=compile, alpha=alpha,
                 self_ensemble=self_ensemble, overwrite=overwrite, quality=quality, png_compression=png_compression, pipeline=pipeline, progress=not quiet and console.is_terminal,
-                on_error=on_error,
+                on_error=on_error, backend=backend,
             )
         for w in caught:
             if issubclass(w.category, SrkdWarning):

@@ -1,0 +1,143 @@
+"""Inference backends for srkd.infer.Upscaler: torch, onnxruntime, OpenVINO, and ``auto``.
+
+A non-torch backend runs the model exported by :mod:`srkd.export` (parity-checked once), built on
+first use and cached by the weights' hash in ``$SRKD_CACHE/export``. Tiles are still cut in host
+memory by the Upscaler, so tiling, alpha, 16-bit and EXIF handling are the torch path's.
+
+``auto`` picks, among the backends installed, the fastest whose output on a real image crop is
+finite and within ``AUTO_MAX_LOSS_DB`` of fp32's PSNR against the crop's ground truth (the HR
+crop, its LR made with MATLAB bicubic). The choice is cached per weights, srkd, torch and
+machine (:mod:`srkd.decisions`). Models with global context (RCAN's pools, ESA) need the torch
+path's synchronised tiling, so ``auto`` keeps them on torch.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .errors import SrkdError
+
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
+AUTO_MAX_LOSS_DB = 0.02
+_FORMAT = {"onnxruntime": "onnx", "openvino": "openvino"}
+_MODULE = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+
+
+def check_backend(name: str) -> str:
+    b = str(name).strip().lower()
+    if b not in BACKENDS:
+        raise SrkdError(f"unknown backend '{name}': use one of {', '.join(BACKENDS)}")
+    return b
+
+
+def installed(backend: str) -> bool:
+    try:
+        __import__(_MODULE[backend])
+        __import__("onnx")
+    except ImportError:
+        return False
+    return True
+
+
+def require(backend: str) -> None:
+    if backend in _MODULE and not installed(backend):
+        raise SrkdError(f"--backend {backend} needs the optional runtimes: pip install 'srkd[deploy]'")
+
+
+def exported_file(model: nn.Module, backend: str) -> Path:
+    """The model's exported file for ``backend``, made (and parity-checked) on first use."""
+    from .data.benchmarks import cache_root
+    from .decisions import weights_hash
+    from .export import SUFFIX, export_model
+
+    fmt = _FORMAT[backend]
+    path = cache_root() / "export" / f"{getattr(model, 'arch', 'model')}-{weights_hash(model)[:24]}{SUFFIX[fmt]}"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        export_model(model, path, fmt=fmt, overwrite=True)
+    return path
+
+
+def runtime(model: nn.Module, backend: str, precision: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``f(x) -> y`` on host float tensors, running ``model`` exported for ``backend``."""
+    from .export import load_runtime
+
+    require(backend)
+    return load_runtime(exported_file(model, backend), _FORMAT[backend], precision)
+
+
+def quality_crop(scale: int, size: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
+    """(LR, HR) of a bundled benchmark image: an HR crop and its MATLAB-bicubic LR, in [0, 1]."""
+    import cv2
+    import numpy as np
+
+    from .data.resize import imresize
+
+    path = Path(__file__).resolve().parent / "assets" / "benchmarks" / "Set5" / "HR" / "butterfly.png"
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise SrkdError(f"the bundled check image {path} is missing; reinstall srkd")
+    side = size * scale
+    y0, x0 = (img.shape[0] - side) // 2, (img.shape[1] - side) // 2
+    hr = torch.from_numpy(np.ascontiguousarray(img[y0 : y0 + side, x0 : x0 + side, ::-1])).permute(2, 0, 1).double()
+    lr = imresize(hr, 1.0 / scale, round_between=True).clamp(0, 255).round()
+    return (lr / 255).float().unsqueeze(0), (hr / 255).float().unsqueeze(0)
+
+
+def _psnr_y(sr: torch.Tensor, hr: torch.Tensor, shave: int) -> float:
+    import numpy as np
+
+    from .metrics import psnr
+
+    def u8(t):
+        return t[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
+
+    return float(psnr(np.ascontiguousarray(u8(sr)), np.ascontiguousarray(u8(hr)), shave))
+
+
+def choose(model: nn.Module, torch_forward: Callable, torch_precision: str, scale: int) -> tuple[str, str, str]:
+    """(backend, precision, why) for ``auto``: the fastest candidate within AUTO_MAX_LOSS_DB of fp32."""
+    from .infer import cpu_native_bf16
+
+    lr, hr = quality_crop(scale)
+    net = model.float().eval()
+    with torch.no_grad():
+        ref = _psnr_y(net(lr), hr, scale)
+    candidates: list[tuple[str, str, Callable]] = [("torch", torch_precision, torch_forward)]
+    for backend in ("openvino", "onnxruntime"):
+        if not installed(backend):
+            continue
+        precisions = ["bf16", "fp32"] if backend == "openvino" and cpu_native_bf16() else ["fp32"]
+        for p in precisions:
+            try:
+                candidates.append((backend, p, runtime(model, backend, p)))
+            except SrkdError:
+                continue  # an export that fails its parity check is not a candidate
+    best, why = None, []
+    # Time on a 256x256 input (the crop tiled): the ranking at tile or image size, not at 48 px,
+    # where fixed per-call costs dominate.
+    big = lr.repeat(1, 1, 6, 6)[:, :, :256, :256].contiguous()
+    for backend, p, fn in candidates:
+        out = fn(lr)
+        if not torch.isfinite(out).all():
+            why.append(f"{backend} {p}: non-finite output")
+            continue
+        loss = ref - _psnr_y(out, hr, scale)
+        if loss > AUTO_MAX_LOSS_DB:
+            why.append(f"{backend} {p}: {loss:.3f} dB below fp32")
+            continue
+        fn(big)
+        seconds = float("inf")
+        for _ in range(2):
+            t0 = time.perf_counter()
+            fn(big)
+            seconds = min(seconds, time.perf_counter() - t0)
+        if best is None or seconds < best[2]:
+            best = (backend, p, seconds)
+    backend, p, _ = best
+    return backend, p, "; ".join(why)
