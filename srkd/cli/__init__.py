@@ -13,7 +13,7 @@ import typer
 
 from ..errors import SrkdError
 
-COMMAND_MODULES = ("models", "convert", "eval", "data", "upscale", "train", "compress", "distill", "bench", "export")
+COMMAND_MODULES = ("models", "convert", "eval", "data", "upscale", "train", "compress", "distill", "bench", "export", "push")
 
 
 def build_app() -> typer.Typer:
