@@ -717,7 +717,7 @@ class Upscaler:
         if backend == "auto":
             if self.global_context:
                 return "torch"  # synchronised tiling (pools, ESA) exists on the torch path only
-            key = decisions.key(model, self.device, f"backend:{requested}") if cache else None
+            key = decisions.key(model, self.device, f"backend-v2:{requested}") if cache else None
             known = decisions.load(key) if key else None
             if known and known.get("backend") in backends.BACKENDS and (known["backend"] == "torch" or backends.installed(known["backend"])):
                 chosen, precision = known["backend"], known["precision"]
@@ -789,8 +789,10 @@ class Upscaler:
         budget = available_memory(self.device)
         per_px = self.bytes_per_px()
         fits_whole = h * w * per_px <= budget
-        if self.global_context and fits_whole:
-            return None, 1, None  # exact without the pool-sync passes
+        if (self.global_context or self._runtime is not None) and fits_whole:
+            # global context: exact without the sync passes; a runtime backend: its own threads
+            # parallelise one large call better than srkd's tile workers (benchmarks/upscale_peers.py)
+            return None, 1, None
         if self.device.type == "cpu":
             tile, concurrent = plan_cpu_grid(h, w, self.tile_pad, torch.get_num_threads(),
                                              min(CPU_WORKING_SET, budget) / per_px, max(MIN_TILE, 2 * self.tile_pad))

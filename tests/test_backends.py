@@ -54,7 +54,7 @@ def test_auto_picks_an_accurate_backend_and_remembers_it():
         ref = backends._psnr_y(model(lr), hr, 2)
     got = backends._psnr_y(up.process(lr), hr, 2)
     assert ref - got <= backends.AUTO_MAX_LOSS_DB + 1e-9
-    key = decisions.key(model, up.device, "backend:auto")
+    key = decisions.key(model, up.device, "backend-v2:auto")
     assert decisions.load(key)["backend"] == up.backend
 
 
