@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -48,11 +47,14 @@ def test_push_uploads_the_three_files_and_they_load_back(tmp_path, monkeypatch):
     assert "| method | fakd |" in card and "sha256 abababab" in card and "| Set5 | 29.37 | 0.8320 |" in card
     assert "hf://user/span-x2" in card
     # round trip: the pushed model.safetensors, laid out as the Hub cache does, loads with hf://
-    hf_home = Path(os.environ["HF_HOME"])
-    root = hf_home / "hub" / "models--user--span-x2"
-    (root / "snapshots" / ("b" * 40)).mkdir(parents=True)
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)  # back offline, as the other hub tests run
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    root = Path(c.HF_HUB_CACHE) / "models--user--span-x2"  # huggingface_hub fixes its cache at import
+    (root / "snapshots" / ("b" * 40)).mkdir(parents=True, exist_ok=True)
     (root / "snapshots" / ("b" * 40) / "model.safetensors").write_bytes(files["model.safetensors"])
-    (root / "refs").mkdir()
+    (root / "refs").mkdir(exist_ok=True)
     (root / "refs" / "main").write_text("b" * 40)
     loaded = load_model("hf://user/span-x2")
     x = torch.rand(1, 3, 10, 9)
