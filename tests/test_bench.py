@@ -486,3 +486,20 @@ def test_mini_protocol_is_the_issue_s_setting():
     assert set(labels) == {"scratch", "kd", "fitnet", "at", "fakd", "facd", "dukd", "csd", "dckd"}
     assert labels["csd"].set == {"lambda_cl": 0} and "lambda_cl 0" in labels["csd"].label
     assert labels["dckd"].requires == "vqgan" and not labels["dckd"].runnable
+
+
+def test_facd_lambda_sweep_uses_the_mini_setting_on_its_own_seeds(tmp_path):
+    """Issue 18's selection: mini-x4's teacher, student, data and engine; seeds apart from the
+    reported ones; three lambda_facd values; Set5 only."""
+    from srkd.bench import validate
+
+    mini = load_protocol(REPO / "examples" / "protocols" / "mini-x4.yaml")
+    sweep = load_protocol(REPO / "examples" / "protocols" / "mini-x4-facd-lambda.yaml")
+    assert (sweep.teacher, sweep.student) == (mini.teacher, mini.student)
+    for section in ("data", "optim", "schedule", "train"):
+        assert sweep.config[section] == mini.config[section], section
+    assert not set(sweep.seeds) & set(mini.seeds) and len(sweep.seeds) == 2
+    assert sweep.config["val"]["sets"] == ["set5"] and "final_sets" not in sweep.config["val"]
+    assert sorted(e.set["lambda_facd"] for e in sweep.entries) == [0.01, 0.03, 0.1]
+    assert {e.method for e in sweep.entries} == {"facd"}
+    validate(sweep, tmp_path / "out")
