@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         dataset: list[str] = typer.Option(None, "--dataset", metavar="NAME", help="Training dataset for the card (repeatable)."),
         overwrite: bool = typer.Option(False, help="With --dry-run: replace the files of a non-empty DIR."),
     ) -> None:
-        """Publish a model on the Hugging Face Hub in the layout srkd, spandrel users and hf:// load."""
+        """Publish a model on the Hugging Face Hub (model file, config.json, model card) for hf:// loading."""
         from rich.console import Console
 
         from ..io.hub import load_model
