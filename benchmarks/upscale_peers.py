@@ -36,7 +36,6 @@ RUNTIMES = ("torch-fp32", "onnxruntime-fp32", "openvino-f32", "openvino-bf16", "
 
 
 def _runner(runtime: str, model_path: Path, exports: dict):
-    import numpy as np
     import torch
 
     from srkd.io.checkpoint import load_model_file
@@ -63,7 +62,6 @@ def _runner(runtime: str, model_path: Path, exports: dict):
         x = torch.from_numpy(img).permute(2, 0, 1).unsqueeze(0).float().div(255)
         return net(x).clamp(0, 1).mul(255).round().byte()[0].permute(1, 2, 0).numpy()
 
-    del np
     return run, runtime.split("-")[-1]
 
 

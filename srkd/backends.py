@@ -100,8 +100,10 @@ def _psnr_y(sr: torch.Tensor, hr: torch.Tensor, shave: int) -> float:
     return float(psnr(np.ascontiguousarray(u8(sr)), np.ascontiguousarray(u8(hr)), shave))
 
 
-def choose(model: nn.Module, torch_forward: Callable, torch_precision: str, scale: int) -> tuple[str, str, str]:
-    """(backend, precision, why) for ``auto``: the fastest candidate within AUTO_MAX_LOSS_DB of fp32."""
+def choose(model: nn.Module, torch_forward: Callable, torch_precision: str,
+           scale: int) -> tuple[str, str, Callable | None, str]:
+    """(backend, precision, its runtime or None for torch, why) for ``auto``: the fastest candidate
+    within AUTO_MAX_LOSS_DB of fp32. The winner's runtime is returned so it is not loaded twice."""
     from .infer import cpu_native_bf16
 
     lr, hr = quality_crop(scale)
@@ -140,4 +142,5 @@ def choose(model: nn.Module, torch_forward: Callable, torch_precision: str, scal
         if best is None or seconds < best[2]:
             best = (backend, p, seconds)
     backend, p, _ = best
-    return backend, p, "; ".join(why)
+    fn = next(f for b, q, f in candidates if (b, q) == (backend, p))
+    return backend, p, (None if backend == "torch" else fn), "; ".join(why)

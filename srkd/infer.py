@@ -722,7 +722,8 @@ class Upscaler:
             if known and known.get("backend") in backends.BACKENDS and (known["backend"] == "torch" or backends.installed(known["backend"])):
                 chosen, precision = known["backend"], known["precision"]
             else:
-                chosen, precision, _ = backends.choose(copy.deepcopy(model), lambda x: self._run_batch(x), self.precision, self.scale)
+                chosen, precision, self._runtime, _ = backends.choose(
+                    copy.deepcopy(model), lambda x: self._run_batch(x), self.precision, self.scale)
                 if key:
                     decisions.store(key, {"backend": chosen, "precision": precision})
             if chosen == "torch":
@@ -734,7 +735,8 @@ class Upscaler:
             if self.global_context:
                 self.tile_mode = None  # a runtime cannot synchronise pools or ESA maps across tiles
                 self._note(f"{backend} runs this global-context model on whole images (exact tiling needs --backend torch)")
-        self._runtime = backends.runtime(copy.deepcopy(model).float().cpu().eval(), backend, precision)
+        if self._runtime is None:  # not already loaded by backends.choose
+            self._runtime = backends.runtime(copy.deepcopy(model).float().cpu().eval(), backend, precision)
         self.precision = precision
         return backend
 

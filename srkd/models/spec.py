@@ -195,11 +195,7 @@ BF16_LIMIT_DB = 0.05
 
 
 def _jsonable(value):
-    if isinstance(value, tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
+    return [_jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value
 
 
 class SRModel(nn.Module):
