@@ -13,6 +13,7 @@ path's synchronised tiling, so ``auto`` keeps them on torch.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -23,6 +24,11 @@ from torch import nn
 from .errors import SrkdError
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
+# `srkd upscale` and srkd.upscale() default to auto: on this CPU it is 1.01x / 1.02x the fastest
+# peer (CARN-M x4 512x512, EDSR-baseline x4 256x256; benchmarks/upscale_peers.py), and without
+# the [deploy] extra it is the torch path. SRKD_BACKEND pins another default (a server, a test).
+DEFAULT_BACKEND = "auto"
+BACKEND_ENV = "SRKD_BACKEND"
 AUTO_MAX_LOSS_DB = 0.02
 _FORMAT = {"onnxruntime": "onnx", "openvino": "openvino"}
 _MODULE = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
@@ -33,6 +39,17 @@ def check_backend(name: str) -> str:
     if b not in BACKENDS:
         raise SrkdError(f"unknown backend '{name}': use one of {', '.join(BACKENDS)}")
     return b
+
+
+def default_backend() -> str:
+    """The backend used when none is given: ``$SRKD_BACKEND`` or ``auto``."""
+    value = os.environ.get(BACKEND_ENV, "").strip()
+    if not value:
+        return DEFAULT_BACKEND
+    try:
+        return check_backend(value)
+    except SrkdError:
+        raise SrkdError(f"{BACKEND_ENV}={value!r} is not a backend: use one of {', '.join(BACKENDS)}") from None
 
 
 def installed(backend: str) -> bool:
@@ -101,9 +118,12 @@ def _psnr_y(sr: torch.Tensor, hr: torch.Tensor, shave: int) -> float:
 
 
 def choose(model: nn.Module, torch_forward: Callable, torch_precision: str,
-           scale: int) -> tuple[str, str, Callable | None, str]:
+           scale: int, requested: str = "auto") -> tuple[str, str, Callable | None, str]:
     """(backend, precision, its runtime or None for torch, why) for ``auto``: the fastest candidate
-    within AUTO_MAX_LOSS_DB of fp32. The winner's runtime is returned so it is not loaded twice."""
+    within AUTO_MAX_LOSS_DB of fp32. The winner's runtime is returned so it is not loaded twice.
+
+    ``torch_precision`` is what the torch path resolved; an explicit fp32 or bf16 request keeps
+    the runtimes to that precision too (``--precision fp32 --backend auto`` never runs bf16)."""
     from .infer import cpu_native_bf16
 
     lr, hr = quality_crop(scale)
@@ -115,6 +135,8 @@ def choose(model: nn.Module, torch_forward: Callable, torch_precision: str,
         if not installed(backend):
             continue
         precisions = ["bf16", "fp32"] if backend == "openvino" and cpu_native_bf16() else ["fp32"]
+        if requested in ("fp32", "bf16"):
+            precisions = [p for p in precisions if p == requested]
         for p in precisions:
             try:
                 candidates.append((backend, p, runtime(model, backend, p)))

@@ -50,6 +50,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import time
 import types
 import warnings
 from dataclasses import dataclass, field
@@ -567,7 +568,8 @@ class Upscaler:
         if not isinstance(model, nn.Module):
             raise SrkdError(f"expected a model, got {type(model).__name__}")
         self.device = resolve_device(device)
-        self.notes: list[str] = []
+        self.notes: list[str] = []  # decisions worth a warning
+        self.info: list[str] = []  # one-time facts worth a line (what backend auto chose)
         self.channels_last = bool(channels_last) and self.device.type in ("cpu", "cuda")
 
         net = copy.deepcopy(model).eval().requires_grad_(False).to(self.device)
@@ -717,13 +719,19 @@ class Upscaler:
         if backend == "auto":
             if self.global_context:
                 return "torch"  # synchronised tiling (pools, ESA) exists on the torch path only
+            if not any(backends.installed(b) for b in ("openvino", "onnxruntime")):
+                return "torch"  # nothing to choose between without the [deploy] extra
             key = decisions.key(model, self.device, f"backend-v2:{requested}") if cache else None
             known = decisions.load(key) if key else None
             if known and known.get("backend") in backends.BACKENDS and (known["backend"] == "torch" or backends.installed(known["backend"])):
                 chosen, precision = known["backend"], known["precision"]
             else:
+                t0 = time.perf_counter()
                 chosen, precision, self._runtime, _ = backends.choose(
-                    copy.deepcopy(model), lambda x: self._run_batch(x), self.precision, self.scale)
+                    copy.deepcopy(model), lambda x: self._run_batch(x), self.precision, self.scale, requested)
+                self.info.append(f"backend auto: {chosen} {precision} is the fastest within "
+                                 f"{backends.AUTO_MAX_LOSS_DB} dB of fp32 for this model (chosen once in "
+                                 f"{time.perf_counter() - t0:.1f} s, then cached; --backend torch skips it)")
                 if key:
                     decisions.store(key, {"backend": chosen, "precision": precision})
             if chosen == "torch":

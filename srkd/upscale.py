@@ -238,10 +238,13 @@ def _array_to_pil(arr: np.ndarray, mode: str):
 _CACHE: dict = {}
 
 
-def _get_upscaler(model, scale, device, precision, tile, tile_pad, backend="torch"):
+def _get_upscaler(model, scale, device, precision, tile, tile_pad, backend=None):
     from torch import nn
 
+    from .backends import default_backend
     from .infer import Upscaler
+
+    backend = backend or default_backend()
 
     if isinstance(model, Upscaler):
         return model
@@ -279,13 +282,14 @@ def upscale(
     tile_pad: int | None = None,
     alpha: str = "model",
     self_ensemble: bool = False,
-    backend: str = "torch",
+    backend: str | None = None,
 ):
     """Upscale one image (numpy array or PIL image); returns the same kind of object.
 
     ``model``: None (the bundled model), a reference string (path, preset, ``hf://...``), a
     ``ModelFile``, an ``nn.Module`` or an ``srkd.infer.Upscaler`` (reuse one for many images).
     Reference strings are loaded once and cached for repeated calls with the same settings.
+    ``backend`` None is ``$SRKD_BACKEND`` or ``auto`` (srkd.backends.default_backend).
     """
     upscaler = _get_upscaler(model, scale, device, precision, tile, tile_pad, backend)
     if isinstance(image, np.ndarray):
@@ -314,6 +318,7 @@ class Job:
 @dataclass
 class BatchReport:
     done: list = field(default_factory=list)  # (src, dst, seconds, output pixels)
+    info: list = field(default_factory=list)  # one-time facts from the Upscaler (backend auto's choice)
     failed: list = field(default_factory=list)  # (src, message)
     seconds: float = 0.0
 
@@ -463,7 +468,7 @@ def upscale_files(
     pipeline: bool = True,
     progress: bool = True,
     on_error: Callable[[Path, str], None] | None = None,
-    backend: str = "torch",
+    backend: str | None = None,
 ) -> BatchReport:
     """Upscale files, folders and glob patterns; failures are reported per file, not raised.
 
@@ -487,9 +492,10 @@ def upscale_files(
     dev = resolve_device(device)
     resolve_precision(precision, dev)
     Upscaler._resolve_tile_arg(tile)
-    from .backends import check_backend, require
+    from .backends import check_backend, default_backend, require
 
-    if check_backend(backend) not in ("torch", "auto"):
+    backend = check_backend(backend or default_backend())
+    if backend not in ("torch", "auto"):
         require(backend)
 
     if isinstance(model, Upscaler):
@@ -523,6 +529,7 @@ def upscale_files(
         return report
     if upscaler is None:
         upscaler = Upscaler(net, device=dev, precision=precision, tile=tile, tile_pad=tile_pad, compile=compile, backend=backend)
+    report.info = list(upscaler.info)
 
     start = time.perf_counter()
     columns = (

@@ -29,6 +29,8 @@ def _isolated_caches(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(cache / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TORCH_NUM_THREADS", os.environ.get("TORCH_NUM_THREADS", "2"))
+    # The torch path is what most tests pin down exactly; test_backends.py sets its own backends.
+    monkeypatch.setenv("SRKD_BACKEND", "torch")
 
 
 def run_cli(*args: str) -> tuple[int, str, str]:

@@ -70,3 +70,48 @@ def test_backend_errors_are_one_line(tmp_path, monkeypatch):
     code, _, err = run_cli("upscale", str(src), "--model", str(model), "-o", str(tmp_path / "o.png"), "--backend", "openvino")
     assert code == 2 and "pip install 'srkd[deploy]'" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o.png").exists()
+
+
+def test_default_backend_is_auto_and_the_environment_pins_it(monkeypatch):
+    from srkd import backends
+    from srkd.errors import SrkdError
+
+    monkeypatch.delenv("SRKD_BACKEND", raising=False)
+    assert backends.default_backend() == "auto"
+    monkeypatch.setenv("SRKD_BACKEND", "OpenVINO")
+    assert backends.default_backend() == "openvino"
+    monkeypatch.setenv("SRKD_BACKEND", "tflite")
+    with pytest.raises(SrkdError, match="SRKD_BACKEND='tflite' is not a backend"):
+        backends.default_backend()
+
+
+def test_upscale_command_defaults_to_auto_and_says_what_it_chose(tmp_path, monkeypatch):
+    monkeypatch.delenv("SRKD_BACKEND", raising=False)
+    torch.manual_seed(0)
+    model = save_model(build_from_spec("edsr:n_resblocks=1,n_feats=8,scale=2"), tmp_path / "m.safetensors")
+    src = tmp_path / "in.png"
+    from PIL import Image
+
+    Image.new("RGB", (20, 16), (90, 120, 30)).save(src)
+    code, _, err = run_cli("upscale", str(src), "--model", str(model), "-o", str(tmp_path / "o.png"))
+    assert code == 0, err
+    assert "srkd: backend auto:" in err and "chosen once" in err
+    code, _, err = run_cli("upscale", str(src), "--model", str(model), "-o", str(tmp_path / "o.png"), "--overwrite")
+    assert code == 0 and "backend auto" not in err  # the choice is cached, nothing to say twice
+    code, _, err = run_cli("upscale", str(src), "--model", str(model), "-o", str(tmp_path / "t.png"), "--backend", "torch")
+    assert code == 0 and "backend auto" not in err
+
+
+def test_auto_keeps_an_explicit_precision(monkeypatch):
+    torch.manual_seed(0)
+    model = build_from_spec("edsr:n_resblocks=1,n_feats=8,scale=2").eval()
+    up = Upscaler(model, precision="fp32", backend="auto")
+    assert up.precision == "fp32"  # never OpenVINO bf16 when fp32 was asked for
+
+
+def test_auto_without_the_runtimes_is_the_torch_path(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    model = build_from_spec("edsr:n_resblocks=1,n_feats=8,scale=2").eval()
+    up = Upscaler(model, backend="auto")
+    assert up.backend == "torch" and up.info == [] and up._runtime is None

@@ -31,7 +31,10 @@ def register(app: typer.Typer) -> None:
         precision: str = typer.Option(
             "auto", help="auto (bf16/fp16 where the device is fast at it and the model's output stays within 4/255 of fp32), fp32, bf16 or fp16.",
         ),
-        backend: str = typer.Option("torch", help="torch, onnxruntime, openvino, or auto: the fastest installed one within 0.02 dB of fp32 on a real crop ([deploy] extra)."),
+        backend: str = typer.Option(
+            "auto", envvar="SRKD_BACKEND", show_envvar=True,
+            help="auto (the fastest installed runtime within 0.02 dB of fp32 on a real crop; chosen once per model, then cached), torch, onnxruntime or openvino. The runtimes come with the [deploy] extra.",
+        ),
         compile: bool = typer.Option(False, "--compile", help="torch.compile the model (experimental: slower than eager on the CPU measured, see docs/upscale.md)."),
         alpha: str = typer.Option("model", help="Alpha channel: 'model' (upscaled by the network) or 'resize' (Lanczos)."),
         self_ensemble: bool = typer.Option(False, "--self-ensemble", help="Average the 8 flips/transposes: best quality, 8x slower."),
@@ -68,6 +71,8 @@ def register(app: typer.Typer) -> None:
             if issubclass(w.category, SrkdWarning):
                 errors.print(f"srkd: warning: {w.message}", markup=False)
         if not quiet:
+            for msg in report.info:
+                errors.print(f"srkd: {msg}", markup=False)
             n = len(report.done)
             line = f"upscaled {n} image{'s' if n != 1 else ''}"
             if n:
