@@ -25,13 +25,13 @@ STUDENT = "edsr:n_resblocks=2,n_feats=8,res_scale=1"
 COMMON = ["--steps", "4", "--batch", "2", "--patch", "12", "--val", "none", "--threads", "1",
           "--precision", "fp32", "--seed", "3", "--quiet"]
 
-# Recorded at commit 4a7a227 (+ the backend-default change, which does not touch these paths).
+# Recorded at commit 0068a3a (before issue 17's refactor), twice, identical.
 PLATFORM = ("2.13.0+cpu", "AVX512")
 RECORDED = {
-    "teacher-train": "",
-    "distill-kd": "",
-    "distill-dukd": "",
-    "upscale-tiled": "",
+    "teacher-train": "cddf94507a5ae4fc9603ffa883ec146b4f5cf7eb55e514087b8d59ae500ed5d9",
+    "distill-kd": "2aeff594fb791e7816d905194249a2561b448b39711b0913bef79cab4c7aa3a0",
+    "distill-dukd": "d96cb5a89b6c5cc632f8b28fd523664563dbfa84b70a9940a713335ff5e15347",
+    "upscale-tiled": "2fbb30cc81567dcbeb289045a3a4946d3282d06269b816f8d74b0189250991d8",
 }
 
 
@@ -77,7 +77,8 @@ def _teacher(root: Path, data: Path) -> Path:
 
 def test_teacher_train_is_unchanged(lock):
     root, data = lock
-    assert weights_sha(_teacher(root, data)) == RECORDED["teacher-train"]
+    got = weights_sha(_teacher(root, data))
+    assert got == RECORDED["teacher-train"], f"teacher-train weights changed: now {got}"
 
 
 @pytest.mark.parametrize("method", ["kd", "dukd"])
@@ -88,7 +89,8 @@ def test_distill_is_unchanged(lock, method):
     code, _, err = run_cli("distill", "--method", method, "--teacher", str(teacher), "--student", STUDENT,
                            "--data", str(data), "--out", str(out), *COMMON)
     assert code == 0, err
-    assert weights_sha(out / "model.safetensors") == RECORDED[f"distill-{method}"]
+    got = weights_sha(out / "model.safetensors")
+    assert got == RECORDED[f"distill-{method}"], f"distill {method} weights changed: now {got}"
 
 
 def test_tiled_upscale_is_unchanged(lock, tmp_path):
@@ -97,4 +99,5 @@ def test_tiled_upscale_is_unchanged(lock, tmp_path):
     code, _, err = run_cli("upscale", str(src), "-o", str(out), "--precision", "fp32", "--tile", "24",
                            "--backend", "torch", "--device", "cpu", "--quiet")
     assert code == 0, err
-    assert pixels_sha(out) == RECORDED["upscale-tiled"]
+    got = pixels_sha(out)
+    assert got == RECORDED["upscale-tiled"], f"tiled upscale output changed: now {got}"
