@@ -24,7 +24,7 @@ import torch
 from srkd.distill import METHODS, build_distiller
 from srkd.models import build_from_spec
 from srkd.provenance import cpu_name
-from srkd.amp import image_convs_fp32
+from srkd.precision import image_convs_fp32
 
 
 def make_step(method, args):

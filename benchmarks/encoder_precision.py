@@ -10,7 +10,7 @@ in three precisions:
 
 * fp32 (the reference);
 * bf16 autocast with every convolution in bf16 (CSD before this change);
-* bf16 autocast with the image-reading convolution in fp32 (srkd.amp.image_convs_fp32, now CSD's).
+* bf16 autocast with the image-reading convolution in fp32 (srkd.precision.image_convs_fp32, now CSD's).
 
 ImageNet VGG-19 weights cannot be fetched on an offline machine; without --vgg-weights the
 network is seeded random (srkd.distill.vgg.load_vgg19("random")), which keeps the rounding
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from srkd.amp import image_convs_fp32
+from srkd.precision import image_convs_fp32
 from srkd.distill.csd import bicubic_up, contrastive_loss
 from srkd.distill.vgg import load_vgg19, prepare_input
 from srkd.evaluate import open_dataset

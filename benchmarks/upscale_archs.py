@@ -7,7 +7,7 @@ are left out: one run takes minutes here), with the same weights and the same re
 process, taking turns so that background load hits both alike:
 
   (a) fp32 eager: ``model(x)`` on the whole image under no_grad (the anchors' way);
-  (b) srkd: ``srkd.upscale`` defaults (precision auto, tile auto, channels_last, srkd.fusion).
+  (b) srkd: ``srkd.upscale`` defaults (precision auto, tile auto, channels_last, srkd.infer.fusion).
 
 It prints output megapixels per second (best warm run of ``--repeats``), the ratio (b)/(a), the
 precision srkd chose, and the largest difference between the two outputs in 8-bit levels. Weights

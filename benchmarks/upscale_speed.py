@@ -5,7 +5,7 @@ Same weights (the bundled CARN-M x4, official weights), same input, two ways:
   (a) anchor: plain fp32 eager PyTorch on the whole image (model(x) under no_grad, then clamp and
       round to uint8), the way Real-ESRGAN's and EDSR-PyTorch's scripts run a model;
   (b) srkd:   ``srkd.upscale`` with its defaults (precision auto, tile auto, channels_last,
-              the srkd.fusion rewrites); and (b') the same without the rewrites, to show their share.
+              the srkd.infer.fusion rewrites); and (b') the same without the rewrites, to show their share.
 
 Measured, each variant in its own fresh subprocess so that peak resident memory (ru_maxrss) is
 its own: output megapixels per second on a 512x512 input (x4 -> 2048x2048) after one warm-up
@@ -211,7 +211,7 @@ def main() -> None:
           f"{a['peak_rss_mib']:.0f} | {quality['anchor']:.4f} |")
     print(f"| (b) srkd defaults ({b['precision']}, tile {b['tile']}, pad {b['tile_pad']}) | {report['srkd']['mp_per_s']:.2f} | "
           f"{b['warm_s']:.2f} | {b['cold_s']:.2f} | {b['peak_rss_mib']:.0f} | {quality['srkd']:.4f} |")
-    print(f"| (b') srkd defaults without srkd.fusion | {report['srkd_unfused']['mp_per_s']:.2f} | {u['warm_s']:.2f} | "
+    print(f"| (b') srkd defaults without srkd.infer.fusion | {report['srkd_unfused']['mp_per_s']:.2f} | {u['warm_s']:.2f} | "
           f"{u['cold_s']:.2f} | {u['peak_rss_mib']:.0f} | |")
     print(f"speed-up {report['speedup']:.2f}x (best runs), {report['speedup_median']:.2f}x (medians of {args.repeats}); "
           f"PSNR difference {report['set5_psnr_diff_db']:+.4f} dB; without the rewrites {report['speedup_unfused']:.2f}x")

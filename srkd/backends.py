@@ -124,7 +124,7 @@ def choose(model: nn.Module, torch_forward: Callable, torch_precision: str,
 
     ``torch_precision`` is what the torch path resolved; an explicit fp32 or bf16 request keeps
     the runtimes to that precision too (``--precision fp32 --backend auto`` never runs bf16)."""
-    from .infer import cpu_native_bf16
+    from .precision import cpu_native_bf16
 
     lr, hr = quality_crop(scale)
     net = model.float().eval()
@@ -166,3 +166,50 @@ def choose(model: nn.Module, torch_forward: Callable, torch_precision: str,
     backend, p, _ = best
     fn = next(f for b, q, f in candidates if (b, q) == (backend, p))
     return backend, p, (None if backend == "torch" else fn), "; ".join(why)
+
+
+def setup(up, backend: str, model: nn.Module, requested: str, cache: bool) -> str:
+    """Resolve ``backend`` for the Upscaler ``up``; a non-torch one replaces its network call only.
+
+    Returns the backend that runs; sets ``up._runtime`` and ``up.precision`` for a runtime.
+    """
+    import copy
+
+    from . import decisions
+
+    backend = check_backend(backend)
+    if backend == "torch":
+        return backend
+    if up.device.type != "cpu":
+        raise SrkdError(f"--backend {backend} runs on the CPU here; use --device cpu or --backend torch")
+    if backend == "auto":
+        if up.global_context:
+            return "torch"  # synchronised tiling (pools, ESA) exists on the torch path only
+        if not any(installed(b) for b in ("openvino", "onnxruntime")):
+            return "torch"  # nothing to choose between without the [deploy] extra
+        key = decisions.key(model, up.device, f"backend-v2:{requested}") if cache else None
+        known = decisions.load(key) if key else None
+        if known and known.get("backend") in BACKENDS and (known["backend"] == "torch" or installed(known["backend"])):
+            chosen, precision = known["backend"], known["precision"]
+        else:
+            t0 = time.perf_counter()
+            chosen, precision, up._runtime, _ = choose(
+                copy.deepcopy(model), lambda x: up._run_batch(x), up.precision, up.scale, requested)
+            up.info.append(f"backend auto: {chosen} {precision} is the fastest within "
+                             f"{AUTO_MAX_LOSS_DB} dB of fp32 for this model (chosen once in "
+                             f"{time.perf_counter() - t0:.1f} s, then cached; --backend torch skips it)")
+            if key:
+                decisions.store(key, {"backend": chosen, "precision": precision})
+        if chosen == "torch":
+            return "torch"
+        backend = chosen
+    else:
+        require(backend)
+        precision = requested if requested in ("fp32", "bf16") and backend == "openvino" else "fp32"
+        if up.global_context:
+            up.tile_mode = None  # a runtime cannot synchronise pools or ESA maps across tiles
+            up._note(f"{backend} runs this global-context model on whole images (exact tiling needs --backend torch)")
+    if up._runtime is None:  # not already loaded by choose
+        up._runtime = runtime(copy.deepcopy(model).float().cpu().eval(), backend, precision)
+    up.precision = precision
+    return backend

@@ -246,7 +246,7 @@ def compression_report(
 
     ``repeats=0`` skips timing; an empty ``datasets`` skips the benchmark evaluation.
     """
-    from .infer import resolve_device
+    from .precision import resolve_device
 
     dev = resolve_device(device)
     rows = [WidthReport(w, int(net.n_feats), count_params(net), macs_of(net, lr_size))

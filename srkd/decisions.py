@@ -1,6 +1,6 @@
 """A cache of the Upscaler's verified decisions, so that each run does not check them again.
 
-Building an :class:`~srkd.infer.Upscaler` checks two things on real pixels: that srkd.fusion's
+Building an :class:`~srkd.infer.Upscaler` checks two things on real pixels: that srkd.infer.fusion's
 rewrites leave the model's output unchanged, and that the low precision chosen by
 ``--precision auto`` stays within the accuracy bound. Both depend only on the weights, srkd, torch
 and the device, so each verified answer is kept in ``$SRKD_CACHE/upscale-decisions.json`` under a

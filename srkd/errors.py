@@ -8,3 +8,7 @@ ordinary exceptions so that they keep their tracebacks.
 
 class SrkdError(Exception):
     """An error caused by user input or environment, reported as one line."""
+
+
+class SrkdWarning(UserWarning):
+    """A decision the user should know about (precision fallback, compile failure)."""

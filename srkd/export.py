@@ -300,9 +300,9 @@ def export_model(model_file, output, fmt: str | None = None, precision: str = "f
     provenance = {} if isinstance(model_file, nn.Module) else model_file.provenance
     net, rewrites = deployed(model, pixel_shuffle)
     meta = metadata(model, provenance)
-    from .infer import _real_image_crop
+    from .infer import real_image_crop
 
-    x = torch.cat([_real_image_crop(48), _real_image_crop(48).flip(-1)])  # batch 2: batch 1 would be specialised
+    x = torch.cat([real_image_crop(48), real_image_crop(48).flip(-1)])  # batch 2: batch 1 would be specialised
     start = time.perf_counter()
     tmpdir = Path(tempfile.mkdtemp(prefix=".srkd-export-", dir=output.parent if output.parent.exists() else None))
     try:
@@ -356,13 +356,13 @@ def export_model(model_file, output, fmt: str | None = None, precision: str = "f
 
 def _parity(report: ExportReport, path: Path, fmt: str, precision: str, model: nn.Module) -> None:
     """Run the exported file on two real crops (two sizes: dynamic shapes) against srkd fp32."""
-    from .infer import _psnr, _real_image_crop
+    from .infer.upscaler import psnr_float, real_image_crop
 
     run = load_runtime(path, fmt, precision)
     ref_net = copy.deepcopy(model).float().cpu().eval()
     worst, psnr = 0.0, float("inf")
     for size, batch in ((48, 1), (40, 3)):
-        x = _real_image_crop(size)[:, :, :, : size - 5].repeat(batch, 1, 1, 1)  # not square, not a multiple of 8
+        x = real_image_crop(size)[:, :, :, : size - 5].repeat(batch, 1, 1, 1)  # not square, not a multiple of 8
         with torch.no_grad():
             ref = ref_net(x).clamp(0, 1)
         got = run(x).clamp(0, 1)
@@ -370,7 +370,7 @@ def _parity(report: ExportReport, path: Path, fmt: str, precision: str, model: n
             raise SrkdError(f"the exported {fmt} file returned {tuple(got.shape)} for a {tuple(x.shape)} input, "
                             f"expected {tuple(ref.shape)}: its shapes are not dynamic")
         worst = max(worst, float((got - ref).abs().max()) * 255)
-        psnr = min(psnr, _psnr(got, ref))
+        psnr = min(psnr, psnr_float(got, ref))
         report.sizes_checked.append((x.shape[-2], x.shape[-1]))
     report.max_diff_levels, report.psnr_db = worst, psnr
     if precision == "fp32" and worst > MAX_FP32_LEVELS:

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 DATA_ENV = os.environ.get("SRKD_DATA")
+# The torch path is what most tests pin down exactly (module-scoped fixtures included, which run
+# before the per-test fixture below); test_backends.py sets its own backends.
+os.environ["SRKD_BACKEND"] = "torch"
 DATA = Path(DATA_ENV) if DATA_ENV else None
 
 
@@ -29,7 +32,6 @@ def _isolated_caches(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(cache / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TORCH_NUM_THREADS", os.environ.get("TORCH_NUM_THREADS", "2"))
-    # The torch path is what most tests pin down exactly; test_backends.py sets its own backends.
     monkeypatch.setenv("SRKD_BACKEND", "torch")
 
 

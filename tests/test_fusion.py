@@ -1,4 +1,4 @@
-"""srkd.fusion: inference rewrites compute the same function, and are refused where they would not."""
+"""srkd.infer.fusion: inference rewrites compute the same function, and are refused where they would not."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from srkd.fusion import (
+from srkd.infer.fusion import (
     CatFreeCascade,
     ConvReLU,
     FoldedShuffleConv,

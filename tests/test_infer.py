@@ -247,7 +247,7 @@ class _Cancelling(nn.Module):
 
 
 def test_precision_auto_falls_back_to_fp32_with_a_warning(monkeypatch):
-    monkeypatch.setattr("srkd.infer.cpu_native_bf16", lambda: True)
+    monkeypatch.setattr("srkd.precision.cpu_native_bf16", lambda: True)
     torch.manual_seed(0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -338,7 +338,7 @@ def test_auto_plan_runs_windows_as_planned(monkeypatch):
     ref = Upscaler(net, precision="fp32", tile=None).process(x)
     up = Upscaler(net, precision="fp32")
     seen = []
-    monkeypatch.setattr("srkd.infer.plan_cpu_grid", lambda *a, **k: ((50, 60), 1))
+    monkeypatch.setattr("srkd.infer.upscaler.plan_cpu_grid", lambda *a, **k: ((50, 60), 1))
     real = up._cpu_workers
     monkeypatch.setattr(up, "_cpu_workers", lambda n, g, limit=None: seen.append(limit) or real(n, g, limit))
     out = up.process(x)

@@ -352,7 +352,7 @@ def _seconds_per_image(model, device, precision: str, repeats: int = 3) -> float
     import torch
 
     from ..distill.base import autocast_context
-    from ..amp import image_convs_fp32
+    from ..precision import image_convs_fp32
 
     model = model.to(device).eval()
     x = torch.rand(1, 3, SPEED_LR, SPEED_LR, device=device)
@@ -373,7 +373,7 @@ def _seconds_per_image(model, device, precision: str, repeats: int = 3) -> float
 def compare(job: Job, student_path, console=None) -> dict:
     """Teacher vs student: parameters, multiply-adds, measured speed, validation PSNR/SSIM."""
     from ..complexity import count_params
-    from ..infer import resolve_device
+    from ..precision import resolve_device
     from ..io.checkpoint import load_model_file
 
     cfg = job.cfg

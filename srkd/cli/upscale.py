@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
 
         from rich.console import Console
 
-        from ..infer import SrkdWarning
+        from ..errors import SrkdWarning
         from ..upscale import upscale_files
 
         console = Console(stderr=True)

@@ -381,8 +381,8 @@ class Distiller(nn.Module):
         """Teacher forward without gradients in the fastest precision; outputs in float32."""
         if self.trains_teacher:
             return self._teacher_forward(lr)
-        from ..infer import resolve_precision
-        from ..amp import image_convs_fp32
+        from ..precision import resolve_precision
+        from ..precision import image_convs_fp32
 
         precision = resolve_precision(self.teacher_precision, lr.device)
         # As for the student in the engine: the convolutions that read and write the image stay

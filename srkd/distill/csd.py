@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..amp import image_convs_fp32
+from ..precision import image_convs_fp32
 from ..errors import SrkdError
 from ..slim import check_width, slim_config, slim_forward
 from .base import Distiller, Params, hp, l1

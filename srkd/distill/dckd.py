@@ -431,7 +431,7 @@ class DCKD(KD):
     def _vq_context(self, device: torch.device):
         import contextlib
 
-        from ..amp import image_convs_fp32
+        from ..precision import image_convs_fp32
 
         amp = torch.is_autocast_enabled(device.type)
         stack = contextlib.ExitStack()
@@ -444,7 +444,7 @@ class DCKD(KD):
         return stack
 
     def run_history(self, x: torch.Tensor) -> torch.Tensor:
-        from ..amp import image_convs_fp32
+        from ..precision import image_convs_fp32
 
         with torch.no_grad(), image_convs_fp32(self.history, torch.is_autocast_enabled(x.device.type)):
             return self.history(x).float()

@@ -75,7 +75,7 @@ class ESA(nn.Module):
 
     A strided conv, a 7x7/3 max-pool and bilinear resizing back to the input size make a coarse
     attention map: its grid depends on the input size, so tiles only approximate whole-image
-    output unless they are synchronised (:mod:`srkd.esa_sync`, used by srkd.infer's tiling; the
+    output unless they are synchronised (:mod:`srkd.infer.esasync`, used by srkd.infer's tiling; the
     specs mark these architectures as having global context). ``light`` is RLFN's
     version, which drops ``conv_max`` and ``conv3_`` and the ReLUs around them. Inputs must be at
     least 15 px on each side (the conv and pool shrink them to 1 px).
@@ -104,7 +104,7 @@ class ESA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c1_ = self.conv1(x)
-        sync = self.__dict__.get("tile_sync")  # srkd.esa_sync while tiling: image-wide maps
+        sync = self.__dict__.get("tile_sync")  # srkd.infer.esasync while tiling: image-wide maps
         if sync is not None and sync.active:
             c3 = sync.attention(self, c1_)
         else:

@@ -47,7 +47,7 @@ class BasicBlock(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    post_residual_relu = True  # forward is relu(body(x) + x): srkd.fusion may run it as one call
+    post_residual_relu = True  # forward is relu(body(x) + x): srkd.infer.fusion may run it as one call
 
     def __init__(self, channels: int):
         super().__init__()
@@ -60,7 +60,7 @@ class ResidualBlock(nn.Module):
 
 
 class EResidualBlock(nn.Module):
-    post_residual_relu = True  # forward is relu(body(x) + x): srkd.fusion may run it as one call
+    post_residual_relu = True  # forward is relu(body(x) + x): srkd.infer.fusion may run it as one call
 
     def __init__(self, channels: int, group: int):
         super().__init__()
@@ -114,8 +114,8 @@ class Cascade(nn.Module):
     with ``out_0 = x``; returns the last ``out_k``.
 
     It has no parameters: its owner registers the units and fuses under their official names, and
-    they are looked up by name at each call, so that rewrites of them (srkd.fusion) apply here
-    too. It names the pattern so that srkd.fusion can run it without the concatenations.
+    they are looked up by name at each call, so that rewrites of them (srkd.infer.fusion) apply here
+    too. It names the pattern so that srkd.infer.fusion can run it without the concatenations.
     """
 
     def __init__(self, owner: nn.Module, units: tuple[str, ...], fuses: tuple[str, ...]):

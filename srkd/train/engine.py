@@ -49,7 +49,7 @@ from torch import nn
 
 from ..errors import SrkdError
 from . import config as C
-from ..amp import image_convs_fp32
+from ..precision import image_convs_fp32
 from .runs import STATE_FORMAT, STATE_VERSION, MetricsLog, RunDir, rng_state, set_rng_state
 
 # ----------------------------------------------------------------------------------- the model
@@ -237,7 +237,7 @@ def setup_distributed(device_pref: str) -> Dist:
 
 
 def _resolve_device(pref: str, d: Dist) -> torch.device:
-    from ..infer import resolve_device
+    from ..precision import resolve_device
 
     device = resolve_device(pref)
     if device.type == "cuda" and d.active:
@@ -246,7 +246,7 @@ def _resolve_device(pref: str, d: Dist) -> torch.device:
 
 
 def _resolve_precision(pref: str, device: torch.device, model: nn.Module) -> str:
-    from ..infer import resolve_precision
+    from ..precision import resolve_precision
     from ..models.registry import describe
 
     if device.type == "mps" and pref == "auto":
