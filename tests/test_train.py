@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from conftest import data_path, run_cli
 from srkd.train import config as C
 from srkd.train.engine import Supervised, train
+from srkd.train.method import Method
 from srkd.train.runs import CheckpointWarning, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,7 +117,7 @@ def test_determinism_and_seed(images, tmp_path):
     assert losses(a.run_dir)[1] != losses(c.run_dir)[1]
 
 
-class SignalAt(torch.nn.Module):
+class SignalAt(Method):
     """Supervised training that sends this process a signal after a given step (deterministic timing)."""
 
     def __init__(self, student, step: int, signum: int):

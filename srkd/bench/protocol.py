@@ -134,7 +134,7 @@ class Run:
 def _shares_teacher(method: str) -> bool:
     from ..distill import get_method
 
-    return bool(getattr(get_method(method), "shares_teacher", False))
+    return bool(get_method(method).shares_teacher)
 
 
 def _yaml_value(value) -> str:

@@ -156,7 +156,7 @@ def demo_defaults(method: str | None, options: dict) -> str:
         options["warmup"] = options["steps"] // 10
         chosen[chosen.index("warmup 50")] = f"warmup {options['warmup']}"
     cls = get_method(method) if method else None
-    if cls is not None and cls.uses_teacher and not getattr(cls, "shares_teacher", False):
+    if cls is not None and cls.uses_teacher and not cls.shares_teacher:
         options["init"] = "teacher-slice"
         chosen.append("init teacher-slice")
     return ", ".join(chosen)
@@ -284,7 +284,7 @@ def prepare(options: dict, config_file, sets, resume: bool, *, method=None, teac
 
     # A stored run (--resume) fixes its student; a --config file sets it unless it left the default.
     spec = student or (cfg.model.arch if resume or (config_file is not None and cfg.model.arch != _D.model.arch) else None)
-    if spec is None and getattr(cls, "shares_teacher", False):
+    if spec is None and cls.shares_teacher:
         from ..compress import model_spec
 
         spec = model_spec(t_model)  # csd: the student network is the teacher's own (shared weights)
@@ -351,13 +351,13 @@ def _macs(model, scale: int) -> int:
 def _seconds_per_image(model, device, precision: str, repeats: int = 3) -> float:
     import torch
 
-    from ..distill.base import autocast_context
+    from ..precision import autocast
     from ..precision import image_convs_fp32
 
     model = model.to(device).eval()
     x = torch.rand(1, 3, SPEED_LR, SPEED_LR, device=device)
     times = []
-    with torch.no_grad(), autocast_context(device, precision), image_convs_fp32(model, precision != "fp32"):
+    with torch.no_grad(), autocast(device, precision), image_convs_fp32(model, precision != "fp32"):
         for i in range(repeats + 1):
             if device.type == "cuda":
                 torch.cuda.synchronize()

@@ -27,9 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SrkdError
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
+from ..precision import PRECISIONS, autocast
+from ..train.method import Method
 
 # ----------------------------------------------------------------------------- hyper-parameters
 
@@ -151,16 +150,6 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
     return torch.where(mask, values, torch.zeros_like(values)).sum() / values.shape[0]
 
 
-# ----------------------------------------------------------------------------- precision
-
-
-def autocast_context(device: torch.device, precision: str):
-    if precision == "fp32":
-        return torch.autocast(device.type, enabled=False)
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
-
-
 # ----------------------------------------------------------------------------- feature capture
 
 
@@ -262,7 +251,7 @@ class Outputs:
     feats: list[torch.Tensor] = field(default_factory=list)
 
 
-class Distiller(nn.Module):
+class Distiller(Method):
     """Base of every method. Subclasses set the class attributes and implement :meth:`loss_terms`.
 
     Class attributes
@@ -387,7 +376,7 @@ class Distiller(nn.Module):
         precision = resolve_precision(self.teacher_precision, lr.device)
         # As for the student in the engine: the convolutions that read and write the image stay
         # in fp32, or bf16 would round the teacher's SR target to about one 8-bit level.
-        with torch.no_grad(), autocast_context(lr.device, precision), image_convs_fp32(self.teacher, precision != "fp32"):
+        with torch.no_grad(), autocast(lr.device, precision), image_convs_fp32(self.teacher, precision != "fp32"):
             out = self._teacher_forward(lr)
         return Outputs(out.sr.float(), [f.float() for f in out.feats])
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -223,15 +222,15 @@ class CSD(Distiller):
         return extract_student(model, self.width).to(next(model.parameters()).device)
 
     @torch.no_grad()
-    def export_model(self, model: nn.Module, run_dir: Path | None = None, provenance: dict | None = None) -> nn.Module:
-        """The exported model: the plain student. The shared network is written beside it."""
+    def export_model(self, model: nn.Module) -> nn.Module:
+        """The exported model: the plain student."""
         from ..compress import extract_student
-        from ..io.checkpoint import save_model
 
-        if run_dir is not None:
-            shared_prov = {**(provenance or {}), "slim_width": self.width}
-            save_model(model, Path(run_dir) / SHARED_NAME, provenance=shared_prov, overwrite=True)
         return extract_student(model, self.width)
+
+    def extra_exports(self, model: nn.Module) -> dict[str, tuple[nn.Module, dict]]:
+        """The shared network, written beside the student."""
+        return {SHARED_NAME: (model, {"slim_width": self.width})}
 
     def describe(self) -> dict:
         d = super().describe()

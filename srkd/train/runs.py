@@ -265,3 +265,59 @@ def set_rng_state(state: dict) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
     if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ------------------------------------------------------------------ a training job's checkpoints
+
+
+def save_state(ctx, step: int, improved: bool) -> None:
+    """Checkpoint ``ctx`` (a :class:`~srkd.train.state.RunContext`) after ``step``: every rank's
+    RNGs are gathered, rank 0 writes."""
+    d = ctx.d
+    rngs = [rng_state()]
+    if d.active:
+        import torch.distributed as dist
+
+        gathered = [None] * d.world
+        dist.all_gather_object(gathered, rngs[0])
+        rngs = gathered
+    if not d.main:
+        return
+    cfg = ctx.cfg
+    state = {
+        "format": STATE_FORMAT,
+        "version": STATE_VERSION,
+        "fingerprint": ctx.fingerprint,
+        "step": step,
+        "trainable": {name: m.state_dict() for name, m in ctx.trainable.items()},
+        "ema": ctx.ema.state_dict() if ctx.ema is not None else None,
+        "extra": ctx.method.extra_state(),
+        "optimizer": ctx.optimizer.state_dict(),
+        "scheduler": {"kind": cfg.schedule.kind, "step": step},  # the lr is a function of the step
+        "scaler": ctx.scaler.state_dict() if ctx.scaler.is_enabled() else {},
+        "rng": rngs,
+        "data": {"next_step": step + 1},  # sampling is a pure function of (seed, step, rank)
+        "best": ctx.best,
+        "elapsed": ctx.elapsed0 + (time.perf_counter() - ctx.wall0),
+    }
+    ctx.run.save_checkpoint(step, state, cfg.run.keep, ctx.best["step"] if ctx.best else None)
+    if improved and ctx.best is not None:
+        ctx.run.write_best(ctx.best)
+
+
+def load_state(ctx, state: dict) -> None:
+    """Restore a checkpoint into ``ctx``: trained modules, EMA, the method's extra state,
+    optimiser, loss scaler and this rank's RNGs."""
+    for name, m in ctx.trainable.items():
+        if name not in state["trainable"]:
+            raise SrkdError(f"checkpoint has no '{name}' state; pass --overwrite to start over")
+        m.load_state_dict(state["trainable"][name])
+    if ctx.ema is not None and state.get("ema"):
+        ctx.ema.load_state_dict(state["ema"])
+    ctx.method.load_extra_state(state.get("extra") or {})
+    ctx.optimizer.load_state_dict(state["optimizer"])
+    if ctx.scaler.is_enabled() and state.get("scaler"):
+        ctx.scaler.load_state_dict(state["scaler"])
+    rngs = state.get("rng") or []
+    if rngs:
+        set_rng_state(rngs[ctx.d.rank] if ctx.d.rank < len(rngs) else rngs[0])
