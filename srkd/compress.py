@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from .complexity import count_macs, count_params
+from .complexity import count_macs, count_params, measure_seconds, measure_seconds_many  # noqa: F401 - re-exported
 from .errors import SrkdError
 from .models.registry import build_model
 from .slim import check_width, slim_config, slim_state_dict
@@ -130,60 +130,6 @@ def _meta_copy(model: nn.Module) -> nn.Module:
 def macs_of(model: nn.Module, lr_size: tuple[int, int]) -> int:
     """Multiply-adds of one forward at ``lr_size``, counted on the meta device (no compute)."""
     return count_macs(_meta_copy(model), lr_size)
-
-
-@torch.no_grad()
-def measure_seconds_many(
-    models: list[nn.Module],
-    lr_size: tuple[int, int] = (64, 64),
-    repeats: int = 3,
-    precision: str = "fp32",
-    device: str | torch.device = "cpu",
-    warmup: int = 1,
-) -> list[float]:
-    """Best wall time of one forward of a 1x3xHxW input for each model (channels_last, autocast
-    for bf16/fp16), the models timed in turn within every repeat.
-
-    The minimum, as ``timeit`` recommends: other load on the machine only ever adds time; and
-    interleaving exposes every model to the same load, so their ratio stays meaningful on a busy
-    machine. The models are copied, never modified.
-    """
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise SrkdError(f"precision must be fp32, bf16 or fp16, got '{precision}'")
-    if repeats < 1:
-        raise SrkdError(f"repeats must be >= 1, got {repeats}")
-    device = torch.device(device)
-    layout = device.type in ("cpu", "cuda")
-    nets = []
-    for model in models:
-        net = copy.deepcopy(model).to(device).eval()
-        nets.append(net.to(memory_format=torch.channels_last) if layout else net)
-    x = torch.rand(1, 3, *lr_size, device=device)
-    if layout:
-        x = x.contiguous(memory_format=torch.channels_last)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    best = [float("inf")] * len(nets)
-    for i in range(warmup + repeats):
-        for j, net in enumerate(nets):
-            _sync(device)
-            start = time.perf_counter()
-            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                net(x)
-            _sync(device)
-            if i >= warmup:
-                best[j] = min(best[j], time.perf_counter() - start)
-    return best
-
-
-def measure_seconds(model: nn.Module, lr_size: tuple[int, int] = (64, 64), repeats: int = 3, precision: str = "fp32",
-                    device: str | torch.device = "cpu", warmup: int = 1) -> float:
-    """:func:`measure_seconds_many` for one model."""
-    return measure_seconds_many([model], lr_size, repeats, precision, device, warmup)[0]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @dataclass

@@ -25,6 +25,16 @@ def data_path(*parts: str) -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _torch_threads():
+    """Each test runs with TORCH_NUM_THREADS torch threads (default 2, CI's cores) and leaves the
+    count as it found it: srkd no longer changes it process-wide, so neither do the tests."""
+    from srkd.infer.device import torch_threads
+
+    with torch_threads(int(os.environ.get("TORCH_NUM_THREADS") or 2)):
+        yield
+
+
+@pytest.fixture(autouse=True)
 def _isolated_caches(tmp_path_factory, monkeypatch):
     """Keep srkd's and the Hub's caches out of the user's home during tests."""
     cache = tmp_path_factory.mktemp("cache")

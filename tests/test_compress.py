@@ -19,7 +19,6 @@ from srkd.io.checkpoint import load_model_file, save_model
 from srkd.models import build_from_spec
 from srkd.slim import slim_forward
 
-torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 
 

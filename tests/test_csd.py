@@ -12,7 +12,6 @@ from srkd.distill.vgg import VGG19Features, load_vgg19, prepare_input
 from srkd.errors import SrkdError
 from srkd.models import build_from_spec
 
-torch.set_num_threads(1)
 SPEC = "edsr:n_feats=16,n_resblocks=2,scale=2"
 
 

@@ -39,7 +39,6 @@ from srkd.distill.vqgan import (
 from srkd.errors import SrkdError
 from srkd.models import build_from_spec
 
-torch.set_num_threads(1)
 
 TEACHER = "edsr:n_resblocks=4,n_feats=16,scale=2"
 STUDENT = "edsr:n_resblocks=2,n_feats=8,scale=2"

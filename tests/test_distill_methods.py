@@ -16,7 +16,6 @@ from srkd.distill.fakd import affinity_l1, spatial_affinity
 from srkd.errors import SrkdError
 from srkd.models import build_from_spec
 
-torch.set_num_threads(1)
 
 # The methods of this test file; CSD, DCKD, DUKD have their own tests (CSD trains its teacher).
 BASELINES = ("scratch", "kd", "fitnet", "at", "fakd", "facd")

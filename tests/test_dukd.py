@@ -18,7 +18,6 @@ from srkd.errors import SrkdError
 from srkd.models import build_from_spec
 from test_dukd_upcycle import _numpy_augment, _ref_down
 
-torch.set_num_threads(1)
 
 TEACHER = "edsr:n_resblocks=2,n_feats=16,scale=2"
 STUDENT = "edsr:n_resblocks=1,n_feats=8,scale=2"

@@ -11,7 +11,6 @@ from srkd.errors import SrkdError
 from srkd.io.checkpoint import save_model
 from srkd.models import build_from_spec
 
-torch.set_num_threads(1)
 
 
 def _saved(tmp_path, spec, name="src.safetensors", seed=1):

@@ -24,7 +24,6 @@ from srkd.distill.upcycle import (
 )
 from srkd.errors import SrkdError
 
-torch.set_num_threads(1)
 
 COMBOS = list(itertools.product([False, True], repeat=4))  # 16 rows, columns in OPS order
 

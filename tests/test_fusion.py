@@ -23,7 +23,6 @@ from srkd.infer.fusion import (
 from srkd.infer import SrkdWarning, Upscaler
 from srkd.models.registry import build_from_spec
 
-torch.set_num_threads(1)
 
 SMALL = {
     "edsr": "edsr:n_resblocks=2,n_feats=16,res_scale=0.1",

@@ -26,7 +26,6 @@ from srkd.infer import (
 )
 from srkd.models.registry import build_from_spec
 
-torch.set_num_threads(1)  # CI shares two cores between test runs: no oversubscription
 
 # Small random configurations of every standard architecture (full sizes are too slow for CI);
 # exactness does not depend on width, only on the structure the tiler has to respect.

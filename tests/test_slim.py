@@ -12,7 +12,6 @@ from srkd.errors import SrkdError
 from srkd.models import build_from_spec
 from srkd.slim import Slimmable, check_width, slim_config, slim_forward, slim_state_dict, split_channels
 
-torch.set_num_threads(1)
 
 # Small configurations; the third width of each gives a channel count that is not w*C exactly.
 CASES = {

@@ -18,7 +18,6 @@ from srkd.errors import SrkdError
 from srkd.io.images import read_image, write_image
 from srkd.upscale import fill_transparent, plan_jobs, upscale_array
 
-torch.set_num_threads(1)  # CI shares two cores between test runs: no oversubscription
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_LR = ROOT / "srkd" / "assets" / "benchmarks" / "Set5" / "LR_bicubic" / "X4"
 

@@ -383,3 +383,55 @@ def option_help() -> list[tuple[str, str, str]]:
             typ = _hints(cls)[f.name]
             rows.append((f"{sec.name}.{f.name}", getattr(typ, "__name__", str(typ)), repr(getattr(default, f.name))))
     return rows
+
+
+# ------------------------------------------------------------------- options by their CLI names
+
+# The engine's options by the names `srkd teacher-train`, `srkd distill`, srkd.train() and
+# srkd.distill() give them, and the config keys they set (srkd/cli/options.py declares the
+# command-line side once for both commands).
+OPTION_KEYS = {
+    "data": "data.sources", "val": "val.sets", "steps": "train.steps", "out": "run.out", "batch": "data.batch",
+    "patch": "data.patch", "lr": "optim.lr", "schedule": "schedule.kind", "warmup": "schedule.warmup",
+    "clip_grad": "optim.clip_grad", "precision": "train.precision", "device": "train.device", "ema": "train.ema",
+    "val_every": "val.every", "ckpt_every": "run.ckpt_every", "keep": "run.keep", "seed": "train.seed",
+    "workers": "data.workers", "threads": "train.threads", "augment": "data.augment",
+}
+# teacher-train's own: the network and its loss (a distillation takes them from the teacher and method)
+NETWORK_KEYS = {"arch": "model.arch", "scale": "model.scale", "loss": "optim.loss"}
+
+
+def from_options(options: dict, config_file=None, sets: list[str] | None = None, resume: bool = False) -> TrainConfig:
+    """Defaults <- a run folder's config (``resume``) <- ``config_file`` <- ``sets`` <- ``options``.
+
+    ``options``: option name (:data:`OPTION_KEYS`, :data:`NETWORK_KEYS`) -> value, None when not
+    given; ``sets``: ``SECTION.KEY=VALUE`` strings, values parsed as YAML.
+    """
+    raw: dict = {}
+    out = options.get("out")
+    if resume and out is not None and (Path(out) / "config.yaml").is_file():
+        raw = load_yaml(Path(out) / "config.yaml")
+    if config_file is not None:
+        raw = merge(raw, load_yaml(config_file))
+    for item in sets or []:
+        key, eq, value = item.partition("=")
+        if not eq or "." not in key:
+            raise SrkdError(f"--set expects SECTION.KEY=VALUE (e.g. optim.betas=0.9,0.99), got '{item}'")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            parsed = value
+        set_option(raw, key.strip(), parsed)
+    for name, key in {**OPTION_KEYS, **NETWORK_KEYS}.items():
+        value = options.get(name)
+        if value is None or (isinstance(value, list) and not value and name != "val"):
+            continue
+        if name == "val":
+            if not value:
+                continue
+            value = [v.strip() for v in ",".join(value if isinstance(value, (list, tuple)) else [value]).split(",")
+                     if v.strip() and v.strip().lower() != "none"]
+        if name == "data":
+            value = [str(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+        set_option(raw, key, value)
+    return from_dict(raw)
