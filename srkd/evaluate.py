@@ -163,3 +163,8 @@ def evaluate_bicubic(datasets=("set5",), scale: int = 4, data_root=None) -> list
                                      float(np.mean([s.ssim for s in scores])), time.perf_counter() - start,
                                      images=scores))
     return results
+
+
+from ._callable import make_callable  # noqa: E402
+
+make_callable(__name__, evaluate)  # srkd.evaluate(model, datasets) is evaluate() above

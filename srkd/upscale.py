@@ -28,6 +28,7 @@ from __future__ import annotations
 import glob
 import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -235,28 +236,55 @@ def _array_to_pil(arr: np.ndarray, mode: str):
     return Image.fromarray(arr)
 
 
-_CACHE: dict = {}
+class UpscalerCache:
+    """Upscalers built for model references, kept for repeated calls: bounded, least recently used
+    out first. :func:`upscale` uses :data:`DEFAULT_CACHE` (one model) unless given its own."""
+
+    def __init__(self, size: int = 1):
+        if size < 1:
+            raise SrkdError(f"an UpscalerCache holds at least one Upscaler, not {size}")
+        self.size = int(size)
+        self._items: OrderedDict = OrderedDict()
+
+    def get(self, key, make: Callable[[], object]):
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        value = make()
+        self._items[key] = value
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
-def _get_upscaler(model, scale, device, precision, tile, tile_pad, backend=None):
+DEFAULT_CACHE = UpscalerCache(1)  # keep one model alive, not every model ever used
+
+
+def _get_upscaler(model, scale, device, precision, tile, tile_pad, backend=None, cache: UpscalerCache | None = None):
     from torch import nn
 
     from .backends import default_backend
     from .infer import Upscaler
 
     backend = backend or default_backend()
-
     if isinstance(model, Upscaler):
         return model
     if model is None or isinstance(model, (str, os.PathLike)):
         key = (str(model) if model is not None else None, scale, str(device), precision, str(tile), tile_pad, backend)
-        if key not in _CACHE:
+
+        def make():
             from .io.hub import load_model
 
             net = load_model(None if model is None else str(model), scale=scale).model
-            _CACHE.clear()  # keep one model alive, not every model ever used
-            _CACHE[key] = Upscaler(net, device=device, precision=precision, tile=tile, tile_pad=tile_pad, backend=backend)
-        return _CACHE[key]
+            return Upscaler(net, device=device, precision=precision, tile=tile, tile_pad=tile_pad, backend=backend)
+
+        return (cache or DEFAULT_CACHE).get(key, make)
     net = getattr(model, "model", model)  # a ModelFile
     if not isinstance(net, nn.Module):
         raise SrkdError(f"model must be a reference string, a ModelFile, an nn.Module or an Upscaler, not {type(model).__name__}")
@@ -283,15 +311,17 @@ def upscale(
     alpha: str = "model",
     self_ensemble: bool = False,
     backend: str | None = None,
+    cache: UpscalerCache | None = None,
 ):
     """Upscale one image (numpy array or PIL image); returns the same kind of object.
 
     ``model``: None (the bundled model), a reference string (path, preset, ``hf://...``), a
     ``ModelFile``, an ``nn.Module`` or an ``srkd.infer.Upscaler`` (reuse one for many images).
-    Reference strings are loaded once and cached for repeated calls with the same settings.
+    Reference strings are loaded once and kept in ``cache`` (default :data:`DEFAULT_CACHE`, one
+    model) for repeated calls with the same settings.
     ``backend`` None is ``$SRKD_BACKEND`` or ``auto`` (srkd.backends.default_backend).
     """
-    upscaler = _get_upscaler(model, scale, device, precision, tile, tile_pad, backend)
+    upscaler = _get_upscaler(model, scale, device, precision, tile, tile_pad, backend, cache)
     if isinstance(image, np.ndarray):
         return upscale_array(image, upscaler, outscale=outscale, alpha=alpha, self_ensemble=self_ensemble)
     try:
@@ -618,3 +648,8 @@ def upscale_files(
                 finish(*pending)
     report.seconds = time.perf_counter() - start
     return report
+
+
+from ._callable import make_callable  # noqa: E402
+
+make_callable(__name__, upscale)  # srkd.upscale(image) is upscale() above; the module stays importable

@@ -302,7 +302,7 @@ def test_feature_taps_are_tensors_at_increasing_depth(spec):
 @pytest.mark.parametrize("spec", [s for s in EXAMPLES if ARCHS[s.split(":")[0]].slicing is not None])
 def test_slicing_gives_the_narrow_architecture(spec):
     from srkd.compress import extract_student
-    from srkd.slim import slim_forward
+    from srkd.compress.slim import slim_forward
 
     torch.manual_seed(0)
     model = build_from_spec(spec).eval()

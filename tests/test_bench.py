@@ -300,7 +300,7 @@ def test_mean_std_edge_cases():
 
 
 def test_same_seed_gives_every_method_the_same_initial_student_and_batches(teacher, tmp_path, monkeypatch):
-    from srkd.cli.distill import prepare
+    from srkd.distill.run import prepare
     from srkd.data.patches import Batches
     from srkd.train.engine import train
 

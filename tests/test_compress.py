@@ -17,7 +17,7 @@ from srkd.compress import compression_report, extract_student, init_from_teacher
 from srkd.errors import SrkdError
 from srkd.io.checkpoint import load_model_file, save_model
 from srkd.models import build_from_spec
-from srkd.slim import slim_forward
+from srkd.compress.slim import slim_forward
 
 REPO = Path(__file__).resolve().parents[1]
 

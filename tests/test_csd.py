@@ -189,7 +189,7 @@ def test_distill_csd_end_to_end_exports_a_plain_student(tmp_path):
     from conftest import run_cli
 
     from srkd.io.checkpoint import load_model_file
-    from srkd.slim import slim_forward
+    from srkd.compress.slim import slim_forward
 
     teacher = _small_teacher(tmp_path)
     out = tmp_path / "run"
@@ -225,7 +225,7 @@ def test_distill_init_teacher_slice(tmp_path):
     from conftest import run_cli
 
     from srkd.io.checkpoint import load_model_file
-    from srkd.slim import slim_forward
+    from srkd.compress.slim import slim_forward
 
     teacher = _small_teacher(tmp_path)
     out = tmp_path / "run"

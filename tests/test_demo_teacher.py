@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from conftest import run_cli
 
-from srkd.cli.distill import DEMO_TEACHER
+from srkd.distill.run import DEMO_TEACHER
 from srkd.evaluate import evaluate
 from srkd.io.checkpoint import load_model_file
 from srkd.io.hub import model_hash

@@ -175,7 +175,7 @@ def test_missing_teacher_file_and_missing_demo_teacher(setup, tmp_path, monkeypa
     code, _, stderr = run_cli("distill", "--method", "kd", "--teacher", str(tmp_path / "absent.safetensors"),
                               "--data", str(data), "--out", str(tmp_path / "o"))
     assert code == 2 and "model file not found" in stderr and len(stderr.strip().splitlines()) == 1
-    import srkd.cli.distill as cli_distill
+    import srkd.distill.run as cli_distill
 
     monkeypatch.setattr(cli_distill, "DEMO_TEACHER", tmp_path / "demo-teacher-edsr-baseline-x4.safetensors")
     code, _, stderr = run_cli("distill", "--method", "kd", "--data", str(data), "--out", str(tmp_path / "o"))

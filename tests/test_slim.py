@@ -1,4 +1,4 @@
-"""Channel splitting (srkd.slim) and student extraction (srkd.compress.extract_student)."""
+"""Channel splitting (srkd.compress.slim) and student extraction (srkd.compress.extract_student)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from torch import nn
 from srkd.compress import extract_student
 from srkd.errors import SrkdError
 from srkd.models import build_from_spec
-from srkd.slim import Slimmable, check_width, slim_config, slim_forward, slim_state_dict, split_channels
+from srkd.compress.slim import Slimmable, check_width, slim_config, slim_forward, slim_state_dict, split_channels
 
 
 # Small configurations; the third width of each gives a channel count that is not w*C exactly.

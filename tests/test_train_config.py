@@ -53,7 +53,7 @@ def test_bad_values(raw, needle):
 
 
 def test_yaml_and_cli_precedence(tmp_path):
-    from srkd.cli.train import build_config
+    from srkd.train.config import from_options as build_config
 
     yml = tmp_path / "c.yaml"
     yml.write_text("data: {batch: 8, patch: 32}\noptim: {lr: 2.0e-4}\nval: {sets: [set5, set14]}\n")

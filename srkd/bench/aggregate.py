@@ -255,7 +255,7 @@ def aggregate(records: list[RunRecord], protocol: Protocol | None = None) -> dic
 def _teacher_path(records: list[RunRecord], sha256: str) -> str:
     """The teacher file the runs name, if it is here with the recorded hash; else the bundled copy
     when that is the same file (run folders made on another machine)."""
-    from ..cli.distill import DEMO_TEACHER
+    from ..distill.run import DEMO_TEACHER
     from ..io.hub import model_hash
 
     for cand in [*(r.teacher for r in records if r.teacher), str(DEMO_TEACHER)]:

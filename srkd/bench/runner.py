@@ -34,7 +34,7 @@ def validate(protocol: Protocol, out: Path, runs: list[Run] | None = None) -> No
     bench reports a problem exactly as the single command would.
     """
     from ..cli import build_app
-    from ..cli.distill import _resolve_teacher
+    from ..distill.run import resolve_teacher as _resolve_teacher
     from ..distill import get_method
 
     from .protocol import DEMO_TEACHER

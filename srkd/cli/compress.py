@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
         width: float = typer.Option(None, "--width", "-w", help="Fraction of channels kept, in (0, 1]. Default: the width a CSD run recorded in the file."),
         output: Path = typer.Option(..., "-o", "--output", help="Destination .safetensors file for the plain student."),
         scale: int = typer.Option(None, help="Active scale of a multi-scale model (all heads are extracted)."),
-        dataset: list[str] = typer.Option(None, "--dataset", "-d", help="Benchmark(s) for the PSNR of both widths (repeatable). Default: set5."),
+        dataset: list[str] = typer.Option(None, "--dataset", "-d", metavar="NAME", help="Benchmark(s) for the PSNR of both widths (repeatable). Default: set5."),
         no_eval: bool = typer.Option(False, "--no-eval", help="Skip the benchmark PSNR."),
         data_root: Path = typer.Option(None, help="Data root (default: $SRKD_DATA, else the user cache)."),
         speed_size: int = typer.Option(64, help="LR side (pixels) of the timing input."),
@@ -30,44 +30,20 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from ..compress import compression_report, extract_student, width_from_provenance
-        from ..errors import SrkdError
-        from ..io.checkpoint import save_model
+        from ..compress import compress as run_compress
         from ..io.files import atomic_path, check_writable
-        from ..io.hub import load_model
-        from ..slim import check_width
 
-        check_writable(output, overwrite)
         if json_out is not None:
             check_writable(json_out, overwrite)
-        if speed_size < 8:
-            raise SrkdError(f"--speed-size must be at least 8 pixels, got {speed_size}")
-        loaded = load_model(model, scale=scale)
-        if width is None:
-            width = width_from_provenance(loaded.metadata)
-            if width is None:
-                raise SrkdError(f"{loaded.path.name} records no student width; give one with --width (e.g. --width 0.25)")
-        width = check_width(width)
-        teacher = loaded.model
-        student = extract_student(teacher, width)
-        provenance = {
-            "method": "compress",
-            "width": width,
-            "source": str(loaded.path),
-            "source_arch": teacher.arch,
-            "source_config": teacher.config(),
-        }
-        if loaded.provenance:
-            provenance["source_provenance"] = loaded.provenance
-        save_model(student, output, provenance=provenance, overwrite=overwrite)
-
+        result = run_compress(model, width, output, scale=scale, datasets=() if no_eval else tuple(dataset or ("set5",)),
+                              data_root=data_root, speed_size=speed_size, repeats=repeats, precision=precision,
+                              eval_precision=eval_precision, device=device, overwrite=overwrite)
+        report, student, width = result.report, result.student, result.width
+        teacher_feats = report.teacher.n_feats
         console = Console()
         console.print(f"wrote {output}: {student.arch} x{student.scale} with {student.n_feats} features "
-                      f"(width {width:g} of {teacher.n_feats})")
-        datasets = () if no_eval else tuple(dataset or ("set5",))
-        report = compression_report(teacher, student, width, (speed_size, speed_size), repeats, precision, device,
-                                    datasets, data_root, eval_precision)
-        table = Table(title=f"{teacher.arch} x{teacher.scale}: width 1 vs {width:g}")
+                      f"(width {width:g} of {teacher_feats})")
+        table = Table(title=f"{student.arch} x{student.scale}: width 1 vs {width:g}")
         table.add_column("")
         table.add_column("width 1", justify="right")
         table.add_column(f"width {width:g}", justify="right")

@@ -10,7 +10,7 @@ _ROOT_HELP = "Data root (default: $SRKD_DATA, else $SRKD_CACHE/data, i.e. ~/.cac
 
 
 def register(app: typer.Typer) -> None:
-    data = typer.Typer(help="Download and list benchmark datasets.", no_args_is_help=True)
+    data = typer.Typer(help="Download and list benchmark datasets.", no_args_is_help=True, rich_markup_mode=None)
     app.add_typer(data, name="data")
 
     @data.command("download")

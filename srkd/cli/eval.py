@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_(
         model: str = typer.Argument(None, help="Model reference: a .safetensors path, a preset, or hf://owner/repo/FILE@REV (FILE and REV optional). Default: bundled CARN-M."),
-        dataset: list[str] = typer.Option(None, "--dataset", "-d", help="Benchmark name (repeatable): set5, set14, b100, urban100, manga109, div2k-val. Default: set5."),
+        dataset: list[str] = typer.Option(None, "--dataset", "-d", metavar="NAME", help="Benchmark name (repeatable): set5, set14, b100, urban100, manga109, div2k-val. Default: set5."),
         scale: int = typer.Option(None, help="Scale for multi-scale models (default: the model's own)."),
         data_root: Path = typer.Option(None, help="Data root (default: $SRKD_DATA, else the user cache)."),
         hr: Path = typer.Option(None, help="Evaluate on a folder of HR images (LR made with MATLAB bicubic)."),

@@ -30,10 +30,10 @@ def _dflt(value) -> str:
 # the defaults; ``help`` can be replaced per command (distill's data and precision say more).
 ENGINE: dict[str, tuple[object, Callable[..., typer.models.OptionInfo], str]] = {
     "data": (list[Path], lambda help=None: typer.Option(
-        None, "--data", help=help or "Training data (repeatable): folder of HR images, DIV2K root, or a pair-list file."),
+        None, "--data", metavar="PATH", help=help or "Training data (repeatable): folder of HR images, DIV2K root, or a pair-list file."),
         "data.sources"),
     "val": (list[str], lambda help=None: typer.Option(
-        None, "--val", help=help or f"Validation benchmarks, comma-separated or repeated (set5, set14, b100, urban100); "
+        None, "--val", metavar="SETS", help=help or f"Validation benchmarks, comma-separated or repeated (set5, set14, b100, urban100); "
                                     f"'none' to skip. [default: {_dflt(_D.val.sets)}]"), "val.sets"),
     "steps": (int, lambda help=None: typer.Option(None, help=help or f"Optimiser steps. [default: {_D.train.steps}]"),
               "train.steps"),

@@ -53,3 +53,15 @@ def build_distiller(
 
 
 __all__ = ["METHODS", "Distiller", "Outputs", "Params", "TapPair", "build_distiller", "get_method", "method_doc"]
+
+
+def distill(*args, **kwargs):
+    """``srkd.distill(method, ...)``: see :func:`srkd.distill.run.distill`."""
+    from .run import distill as run
+
+    return run(*args, **kwargs)
+
+
+from .._callable import make_callable  # noqa: E402
+
+make_callable(__name__, distill)

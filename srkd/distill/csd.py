@@ -1,7 +1,7 @@
 """``csd``: Contrastive Self-Distillation (Wang et al., IJCAI 2021; official code Booooooooooo/CSD).
 
 One network, two widths. The student is the first ``floor(w*C)`` channels of the teacher with
-shared weights (:mod:`srkd.slim`); both widths are trained jointly::
+shared weights (:mod:`srkd.compress.slim`); both widths are trained jointly::
 
     L = L1(S(x), HR) + lambda_t * L1(T(x), HR) + lambda_cl * L_CL          (L1 on [0, 255] pixels)
     L_CL = sum_j w_j * d(phi_j(S), sg(phi_j(T))) / (sum_k d(phi_j(S), sg(phi_j(N_k))) + 1e-7)
@@ -32,7 +32,7 @@ from torch import nn
 
 from ..precision import image_convs_fp32
 from ..errors import SrkdError
-from ..slim import check_width, slim_config, slim_forward
+from ..compress.slim import check_width, slim_config, slim_forward
 from .base import Distiller, Params, hp, l1
 from .vgg import load_vgg19, prepare_input
 

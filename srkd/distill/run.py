@@ -344,6 +344,7 @@ def distill(method: str | None = None, *, teacher: str | None = None, student: s
     hp = [f"{k}={_param_text(v)}" for k, v in (params or {}).items()] + list(sets or [])
     job = prepare(options, config, hp, resume, method=method, teacher=teacher, student=student, init=init,
                   teacher_precision=teacher_precision)
+    export = Path(export) if export is not None else None
     if export is not None:
         check_writable(export, overwrite)
     job.log = log

@@ -3,13 +3,13 @@
 An :class:`ArchSpec` is written at the bottom of the architecture's model file and listed once in
 :mod:`srkd.models.registry`. The registry (presets), the converter (recognising foreign state
 dicts and reading the configuration back), the model zoo (official weights), channel splitting
-(:mod:`srkd.slim`), cross-scale ``--init`` (the upsampler prefixes), tiling (finite receptive
+(:mod:`srkd.compress.slim`), cross-scale ``--init`` (the upsampler prefixes), tiling (finite receptive
 field or global context), precision choice and the model tests are all driven by these specs, so
 adding an architecture touches its own file, one registry line and its test (the pattern of
 spandrel's ``architectures/<Name>/__init__.py`` and timm's model files).
 
 The channel-space vocabulary used by the slicing rules (``RGB``, ``FEAT``, ``SQUEEZE``, ...) is
-defined here too, so that model files can state their rules without importing :mod:`srkd.slim`.
+defined here too, so that model files can state their rules without importing :mod:`srkd.compress.slim`.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class ZooEntry:
 
 @dataclass(frozen=True)
 class Space:
-    """A channel dimension of a convolution, for channel splitting (:mod:`srkd.slim`).
+    """A channel dimension of a convolution, for channel splitting (:mod:`srkd.compress.slim`).
 
     ``rgb``: colour or any other space that is never sliced (an ESA block's fixed width);
     ``feat``: the feature space, possibly concatenated ``parts`` times or expanded by a sub-pixel

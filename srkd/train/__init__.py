@@ -17,3 +17,15 @@ __all__ = [
     "EMA", "EngineState", "Method", "RunDir", "Supervised", "check_config", "TrainConfig", "TrainResult", "build_student", "from_dict",
     "load_yaml", "lr_at", "read_metrics", "train",
 ]
+
+
+def train_network(*args, **kwargs):
+    """``srkd.train(arch, ...)``: see :func:`srkd.train.api.train_network`."""
+    from .api import train_network as run
+
+    return run(*args, **kwargs)
+
+
+from .._callable import make_callable  # noqa: E402
+
+make_callable(__name__, train_network)

@@ -12,17 +12,15 @@ multiply-adds, inference time and benchmark PSNR of both widths.
 
 from __future__ import annotations
 
-import copy
 import json
-import time
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
-from .complexity import count_macs, count_params, measure_seconds, measure_seconds_many  # noqa: F401 - re-exported
-from .errors import SrkdError
-from .models.registry import build_model
+from ..complexity import count_macs, count_params, measure_seconds_many
+from ..errors import SrkdError
+from ..models.registry import build_model
 from .slim import check_width, slim_config, slim_state_dict
 
 # ----------------------------------------------------------------------------- extraction
@@ -192,7 +190,7 @@ def compression_report(
 
     ``repeats=0`` skips timing; an empty ``datasets`` skips the benchmark evaluation.
     """
-    from .precision import resolve_device
+    from ..precision import resolve_device
 
     dev = resolve_device(device)
     rows = [WidthReport(w, int(net.n_feats), count_params(net), macs_of(net, lr_size))
@@ -201,7 +199,7 @@ def compression_report(
         for row, sec in zip(rows, measure_seconds_many([teacher, student], lr_size, repeats, precision, dev)):
             row.seconds = sec
     if datasets:
-        from .evaluate import evaluate
+        from ..evaluate import evaluate
 
         for row, net in zip(rows, (teacher, student)):
             for r in evaluate(net, list(datasets), data_root=data_root, device=str(dev), precision=eval_precision,

@@ -34,9 +34,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from .errors import SrkdError
-from .models.registry import ARCHS
-from .models.spec import Rule, Slicing, Space
+from ..errors import SrkdError
+from ..models.registry import ARCHS
+from ..models.spec import Rule, Slicing, Space
 
 
 
