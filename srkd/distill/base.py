@@ -29,6 +29,7 @@ from torch import nn
 from ..errors import SrkdError
 from ..precision import PRECISIONS, autocast
 from ..train.method import Method
+from ..values import CoerceError, coerce
 
 # ----------------------------------------------------------------------------- hyper-parameters
 
@@ -82,37 +83,12 @@ def _type_name(tp) -> str:
 
 def _coerce(key: str, value, tp, meta: dict, label: str):
     bad = f"bad value {value!r} for {key} ({label}): expected {_type_name(tp)}"
-    if tp is bool:
-        if isinstance(value, bool):
-            out = value
-        elif str(value).strip().lower() in ("1", "true", "yes", "on"):
-            out = True
-        elif str(value).strip().lower() in ("0", "false", "no", "off"):
-            out = False
-        else:
-            raise SrkdError(bad + " (true/false)")
-    elif tp in (int, float):
-        if isinstance(value, bool):
-            raise SrkdError(bad)
-        try:
-            out = tp(value) if not (tp is int and isinstance(value, str)) else int(value.strip())
-        except (TypeError, ValueError):
-            raise SrkdError(bad) from None
-        if tp is int and isinstance(value, float) and value != int(value):
-            raise SrkdError(bad)
-        if tp is float and not torch.isfinite(torch.tensor(out)):
-            raise SrkdError(bad + " (finite)")
-    elif tp is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise SrkdError(bad)
-        out = str(value).strip()
-    elif typing.get_origin(tp) is tuple:
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)):
-            raise SrkdError(bad)
-        out = tuple(str(v).strip() for v in items if str(v).strip())
-    else:  # pragma: no cover - a method declared a type this parser does not know
+    if typing.get_origin(tp) is not tuple and tp not in (bool, int, float, str):  # pragma: no cover - a declaration bug
         raise TypeError(f"unsupported hyper-parameter type {tp!r} for {key}")
+    try:
+        out = coerce(value, tp, key)
+    except CoerceError as exc:
+        raise SrkdError(bad + {"true or false": " (true/false)", "a finite number": " (finite)"}.get(exc.expected, "")) from None
     choices = meta.get("choices")
     if choices and out not in choices:
         raise SrkdError(f"bad value {value!r} for {key} ({label}): choose one of {', '.join(map(str, choices))}")

@@ -8,13 +8,13 @@ Every fact about an architecture lives in its spec (:mod:`srkd.models.spec`), in
 from __future__ import annotations
 
 import inspect
-import json
 import re
 from dataclasses import dataclass, field
 
 from torch import nn
 
 from ..errors import SrkdError
+from ..values import parse_literal
 from . import carn, edsr, imdn, rcan, rfdn, rlfn, span, swinir
 from .spec import ArchSpec
 
@@ -104,13 +104,6 @@ def describe(model: nn.Module) -> ModelDescriptor:
     )
 
 
-def _coerce(value: str):
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        return value
-
-
 def parse_spec(spec: str) -> tuple[str, dict]:
     """``preset`` or ``ARCH:key=value,...`` or ``preset:key=value`` -> (arch, config)."""
     name, _, rest = spec.partition(":")
@@ -127,7 +120,7 @@ def parse_spec(spec: str) -> tuple[str, dict]:
         key, eq, value = item.partition("=")
         if not eq:
             raise SrkdError(f"bad model option '{item}' in '{spec}': expected key=value")
-        config[key.strip()] = _coerce(value.strip())
+        config[key.strip()] = parse_literal(value.strip())
     return arch, config
 
 

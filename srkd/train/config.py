@@ -23,17 +23,17 @@ import dataclasses
 import difflib
 import hashlib
 import json
-import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, get_type_hints
 
 import yaml
 
 from ..errors import SrkdError
+from ..precision import PRECISIONS
+from ..values import CoerceError, coerce
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LOSSES = ("l1", "l2", "charbonnier")
 SCHEDULES = ("multistep", "cosine", "constant")
 CACHE_MODES = ("auto", "memory", "memmap")
@@ -154,67 +154,11 @@ def _hints(cls) -> dict:
 
 
 def _coerce(value: Any, typ, where: str) -> Any:
-    """Convert a YAML/CLI value to the annotated type, or raise a one-line SrkdError."""
-    origin = get_origin(typ)
-    args = get_args(typ)
-    if origin is None and typ is Any:
-        return value
-    if type(None) in args:  # Optional[X]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
-            return None
-        inner = next(a for a in args if a is not type(None))
-        return _coerce(value, inner, where)
-    if origin is list:
-        (inner,) = args
-        if isinstance(value, str):
-            value = [v for v in (p.strip() for p in value.split(",")) if v]
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            raise SrkdError(f"{where} must be a list, got {value!r}")
-        return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise SrkdError(f"{where} must be a mapping of name: value, got {value!r}")
-        return dict(value)
-    if typ is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-            return value.lower() in ("true", "yes", "on", "1")
-        raise SrkdError(f"{where} must be true or false, got {value!r}")
-    if typ is int:
-        if isinstance(value, bool):
-            raise SrkdError(f"{where} must be an integer, got {value!r}")
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str):
-            try:
-                f = float(value)
-            except ValueError:
-                f = math.nan
-            if f.is_integer():
-                return int(f)
-        raise SrkdError(f"{where} must be an integer, got {value!r}")
-    if typ is float:
-        if isinstance(value, bool):
-            raise SrkdError(f"{where} must be a number, got {value!r}")
-        try:
-            out = float(value)
-        except (TypeError, ValueError):
-            raise SrkdError(f"{where} must be a number, got {value!r}") from None
-        if not math.isfinite(out):
-            raise SrkdError(f"{where} must be a finite number, got {value!r}")
-        return out
-    if typ is str:
-        if isinstance(value, (dict, list)):
-            raise SrkdError(f"{where} must be a string, got {value!r}")
-        return str(value)
-    if dataclasses.is_dataclass(typ):
-        return _build(typ, value, where)
-    raise TypeError(f"unsupported config type {typ} at {where}")  # a bug in this module, not user input
+    """Convert a YAML/CLI value to the annotated type (srkd.values), or raise a one-line SrkdError."""
+    try:
+        return coerce(value, typ, where, build=_build)
+    except CoerceError as exc:
+        raise SrkdError(f"{exc.where} must be {exc.expected}, got {exc.value!r}") from None
 
 
 def _unknown_key(key: str, valid: list[str], where: str) -> SrkdError:
