@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .data.crops import quality_crop
 from .errors import SrkdError
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
@@ -86,24 +87,6 @@ def runtime(model: nn.Module, backend: str, precision: str) -> Callable[[torch.T
 
     require(backend)
     return load_runtime(exported_file(model, backend), _FORMAT[backend], precision)
-
-
-def quality_crop(scale: int, size: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
-    """(LR, HR) of a bundled benchmark image: an HR crop and its MATLAB-bicubic LR, in [0, 1]."""
-    import cv2
-    import numpy as np
-
-    from .data.resize import imresize
-
-    path = Path(__file__).resolve().parent / "assets" / "benchmarks" / "Set5" / "HR" / "butterfly.png"
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise SrkdError(f"the bundled check image {path} is missing; reinstall srkd")
-    side = size * scale
-    y0, x0 = (img.shape[0] - side) // 2, (img.shape[1] - side) // 2
-    hr = torch.from_numpy(np.ascontiguousarray(img[y0 : y0 + side, x0 : x0 + side, ::-1])).permute(2, 0, 1).double()
-    lr = imresize(hr, 1.0 / scale, round_between=True).clamp(0, 255).round()
-    return (lr / 255).float().unsqueeze(0), (hr / 255).float().unsqueeze(0)
 
 
 def _psnr_y(sr: torch.Tensor, hr: torch.Tensor, shave: int) -> float:

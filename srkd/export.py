@@ -300,7 +300,7 @@ def export_model(model_file, output, fmt: str | None = None, precision: str = "f
     provenance = {} if isinstance(model_file, nn.Module) else model_file.provenance
     net, rewrites = deployed(model, pixel_shuffle)
     meta = metadata(model, provenance)
-    from .infer import real_image_crop
+    from .data.crops import real_image_crop
 
     x = torch.cat([real_image_crop(48), real_image_crop(48).flip(-1)])  # batch 2: batch 1 would be specialised
     start = time.perf_counter()
@@ -356,7 +356,7 @@ def export_model(model_file, output, fmt: str | None = None, precision: str = "f
 
 def _parity(report: ExportReport, path: Path, fmt: str, precision: str, model: nn.Module) -> None:
     """Run the exported file on two real crops (two sizes: dynamic shapes) against srkd fp32."""
-    from .infer.upscaler import psnr_float, real_image_crop
+    from .data.crops import psnr_float, real_image_crop
 
     run = load_runtime(path, fmt, precision)
     ref_net = copy.deepcopy(model).float().cpu().eval()

@@ -15,7 +15,7 @@ from conftest import run_cli
 from srkd.errors import SrkdError
 from srkd.io.images import read_image, write_image
 
-up = importlib.import_module("srkd.upscale")  # the module (srkd.upscale the attribute is the function)
+up = importlib.import_module("srkd.upscale_batch")  # files, folders and the pipeline
 RNG = np.random.default_rng(0)
 
 

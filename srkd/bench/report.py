@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .aggregate import SET_NAMES, SCRATCH, _fmt
+from .protocol import SCRATCH
+from .tables import SET_NAMES, _fmt
 
 CROP_IMAGES = ("img_004", "img_012", "img_024", "img_092")  # Urban100: facades, grids and text
 CROP_LR = 40  # LR side of each crop (the HR crop is CROP_LR x scale)

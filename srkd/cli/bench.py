@@ -118,5 +118,37 @@ def _publish(console, results, out: Path, markdown, report: bool, quiet: bool) -
 
         written.append(write_report(results, out, console=None if quiet else console))
     if not quiet:
-        aggregate.print_table(console, results)
+        print_table(console, results)
         console.print("written: " + ", ".join(str(p) for p in written), soft_wrap=True)
+
+
+def print_table(console, results: dict) -> None:
+    from rich.table import Table
+
+    from ..bench.tables import _fmt, _name
+
+    sets = results["sets"]
+    table = Table(title=f"srkd bench {results['protocol']['name']} ({results['protocol']['hash']}): Y-PSNR dB, mean ± sd over seeds; Δ vs scratch (paired)")
+    table.add_column("method", no_wrap=True, overflow="fold")
+    table.add_column("n", justify="right")
+    for s in sets:
+        table.add_column(_name(s), justify="right", no_wrap=True)
+        table.add_column("Δ", justify="right", no_wrap=True)
+    for e in results["entries"]:
+        if not e["n"]:
+            table.add_row(e["label"], "0", *[""] * (2 * len(sets)))
+            table.add_row("", "", f"[dim]{e['not_run'] or 'no finished run'}[/]", *[""] * (2 * len(sets) - 1))
+            continue
+        row = [e["label"], str(e["n"])]
+        for s in sets:
+            st = e["sets"][s]
+            row.append(_fmt(st["psnr_mean"], st["psnr_std"], 2))
+            g = e["gain"].get(s)
+            text = _fmt(g["psnr_mean"], g["psnr_std"], 3, sign=True) if g else ""
+            row.append(f"[bold green]{text}[/]" if g and g["exceeds_spread"] else text)
+        table.add_row(*row)
+    from .output import show
+
+    show(console, table)
+    if results["incomplete"]:
+        console.print(f"{len(results['incomplete'])} unfinished run(s) left out")

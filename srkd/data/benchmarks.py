@@ -26,6 +26,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import SrkdError
+from ..io.files import cache_dir as cache_root
 from ..io.images import decode_image, is_image_path, read_rgb_uint8, to_rgb_uint8, write_image
 from .resize import downscale_uint8, modcrop
 
@@ -51,8 +52,6 @@ class Sample:
     hr: np.ndarray  # HxWx3 uint8, cropped to LR x scale
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("SRKD_CACHE") or Path.home() / ".cache" / "srkd")
 
 
 def data_root(explicit=None) -> Path:

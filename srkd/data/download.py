@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from ..errors import SrkdError
 from ..io.files import atomic_path
-from ..io.zoo import mirrored, offline, sha256_file
+from ..io.files import mirrored, offline, sha256_file
 from .benchmarks import ALIASES, DATASETS, _find_named, data_root, list_images
 
 RAW = "https://raw.githubusercontent.com"

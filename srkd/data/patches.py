@@ -24,7 +24,6 @@ BasicSR do: one dataset item per image), then a patch position uniformly inside 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import threading
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SrkdError
+from ..io.files import cache_dir as cache_root
 from ..io.files import atomic_path
 
 IMAGE_EXTS = (".png", ".bmp", ".jpg", ".jpeg")
@@ -43,8 +43,6 @@ LR_CACHE_VERSION = "matlab-bicubic-v1"
 MEMMAP_THRESHOLD = 2 << 30  # decoded bytes above which "auto" uses the memory-mapped cache
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("SRKD_CACHE") or Path.home() / ".cache" / "srkd")
 
 
 @dataclass(frozen=True)

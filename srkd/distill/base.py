@@ -18,9 +18,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import types
-import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -29,76 +28,7 @@ from torch import nn
 from ..errors import SrkdError
 from ..precision import PRECISIONS, autocast
 from ..train.method import Method
-from ..values import CoerceError, coerce
-
-# ----------------------------------------------------------------------------- hyper-parameters
-
-
-def hp(default, help: str, *, choices: tuple | None = None, min: float | None = None, max: float | None = None):
-    """A hyper-parameter field: default, one-line help, optional choices and bounds."""
-    meta = {"help": help, "choices": choices, "min": min, "max": max}
-    if isinstance(default, (list, dict, set)):
-        raise TypeError("use a tuple for sequence defaults")
-    return field(default=default, metadata=meta)
-
-
-@dataclass
-class Params:
-    """Base of every method's hyper-parameters. Subclasses are plain dataclasses of ``hp`` fields.
-
-    Values arrive as strings (``--set lambda_kd=0.5``) or native YAML values; both go through
-    :meth:`coerce`, which rejects unknown names and values of the wrong type or out of range.
-    """
-
-    @classmethod
-    def field_specs(cls) -> list[tuple[str, Any, Any, dict]]:
-        hints = typing.get_type_hints(cls)
-        return [(f.name, hints[f.name], f.default, dict(f.metadata)) for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def from_mapping(cls, values: dict | None, method: str = "") -> Params:
-        params = cls()
-        for key, value in (values or {}).items():
-            params = params.replace(key, value, method)
-        return params
-
-    def replace(self, key: str, value, method: str = "") -> Params:
-        specs = {name: (tp, meta) for name, tp, _, meta in self.field_specs()}
-        label = f"method '{method}'" if method else "this method"
-        if key not in specs:
-            known = ", ".join(specs) or "none"
-            raise SrkdError(f"unknown hyper-parameter '{key}' for {label} (known: {known})")
-        tp, meta = specs[key]
-        return dataclasses.replace(self, **{key: _coerce(key, value, tp, meta, label)})
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-
-def _type_name(tp) -> str:
-    if typing.get_origin(tp) is tuple:
-        return "list of " + typing.get_args(tp)[0].__name__
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(key: str, value, tp, meta: dict, label: str):
-    bad = f"bad value {value!r} for {key} ({label}): expected {_type_name(tp)}"
-    if typing.get_origin(tp) is not tuple and tp not in (bool, int, float, str):  # pragma: no cover - a declaration bug
-        raise TypeError(f"unsupported hyper-parameter type {tp!r} for {key}")
-    try:
-        out = coerce(value, tp, key)
-    except CoerceError as exc:
-        raise SrkdError(bad + {"true or false": " (true/false)", "a finite number": " (finite)"}.get(exc.expected, "")) from None
-    choices = meta.get("choices")
-    if choices and out not in choices:
-        raise SrkdError(f"bad value {value!r} for {key} ({label}): choose one of {', '.join(map(str, choices))}")
-    lo, hi = meta.get("min"), meta.get("max")
-    if lo is not None and out < lo:
-        raise SrkdError(f"bad value {value!r} for {key} ({label}): must be >= {lo}")
-    if hi is not None and out > hi:
-        raise SrkdError(f"bad value {value!r} for {key} ({label}): must be <= {hi}")
-    return out
-
+from .params import Params, hp, type_name  # noqa: F401 - every method declares its Params with these
 
 # ----------------------------------------------------------------------------- small losses
 
@@ -466,7 +396,7 @@ def method_doc(cls: type[Distiller]) -> types.SimpleNamespace:
     for name, tp, default, meta in cls.Params.field_specs():
         shown = ",".join(default) if isinstance(default, tuple) else default
         extra = f" [{'|'.join(map(str, meta['choices']))}]" if meta.get("choices") else ""
-        rows.append((name, _type_name(tp), shown, (meta.get("help") or "") + extra))
+        rows.append((name, type_name(tp), shown, (meta.get("help") or "") + extra))
     return types.SimpleNamespace(name=cls.name, summary=cls.summary, params=rows)
 
 

@@ -29,7 +29,7 @@ DEMO = {"steps": 500, "patch": 32, "lr": 1e-3, "schedule": "cosine", "warmup": 5
 
 def demo_defaults(method: str | None, options: dict) -> str:
     """Fill the demo's values into the options left unset; a one-line description of what was set."""
-    from . import get_method
+    from .registry import get_method
 
     chosen = []
     for key, value in DEMO.items():
@@ -63,7 +63,7 @@ class Job:
 
     def factory(self, student):
         """The engine calls this with its freshly seeded student."""
-        from . import build_distiller
+        from .registry import build_distiller
 
         m = self.cfg.method
         init_report = load_init(student, m.init, log=self.log, teacher=self.teacher) if m.init else None
@@ -135,7 +135,7 @@ def load_init(student, path: str, log=None, teacher=None):
 def prepare(options: dict, config_file, sets, resume: bool, *, method=None, teacher=None, student=None, init=None,
             teacher_precision=None) -> Job:
     """Resolve everything and validate the method on the real networks before any file is written."""
-    from . import build_distiller, get_method
+    from .registry import build_distiller, get_method
     from ..errors import SrkdError
     from ..train import config as C
     from ..train.engine import build_student

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -13,6 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import SrkdError, SrkdWarning
+from ..data.crops import psnr_float, real_image_crop  # noqa: F401 - also importable from here
 from ..precision import cast_copy, dtype, install_image_convs, resolve_device, resolve_precision
 from .device import available_memory, is_out_of_memory
 from .poolsync import PoolSync
@@ -30,25 +30,6 @@ PRECISION_MIN_PSNR = 45.0
 def _summary(exc: BaseException) -> str:
     """``Type: first line of the message`` (at most 120 characters) for one-line notes."""
     return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:120]}"
-
-
-def real_image_crop(size: int = 48) -> torch.Tensor:
-    """A crop of a bundled benchmark image (edges, texture, flat areas) for the precision check."""
-    import cv2
-
-    path = Path(__file__).resolve().parents[1] / "assets" / "benchmarks" / "Set5" / "LR_bicubic" / "X2" / "butterflyx2.png"
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:  # assets stripped from the install: a synthetic image still exercises the range
-        g = torch.linspace(0, 1, size)
-        return torch.stack([g.view(1, -1).expand(size, size), g.view(-1, 1).expand(size, size), (g.view(1, -1) * g.view(-1, 1))]).unsqueeze(0)
-    y0, x0 = (img.shape[0] - size) // 2, (img.shape[1] - size) // 2
-    crop = img[y0 : y0 + size, x0 : x0 + size, ::-1].copy()
-    return torch.from_numpy(crop).permute(2, 0, 1).unsqueeze(0).float() / 255.0
-
-
-def psnr_float(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(((a.double() - b.double()) ** 2).mean())
-    return float("inf") if mse == 0 else -10.0 * math.log10(mse)
 
 
 class Upscaler:

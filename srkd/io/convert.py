@@ -19,7 +19,7 @@ from torch import nn
 from ..errors import SrkdError
 from ..models.registry import ARCHS, build_model, spec_of
 from .checkpoint import save_model
-from .zoo import sha256_file
+from .files import sha256_file
 
 WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net", "netG")
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from ..errors import SrkdError
 from ..models.registry import PRESETS
 from .checkpoint import ModelFile, load_model_file
-from .zoo import bundled_model_path, preset_weights, sha256_file
+from .files import sha256_file
+from .zoo import bundled_model_path, preset_weights
 
 HF_PATTERN = re.compile(r"^hf://(?P<repo>[\w.-]+/[\w.-]+)(?:/(?P<file>[^@]+))?(?:@(?P<rev>[\w./-]+))?$")
 DEFAULT_HF_FILE = "model.safetensors"

@@ -8,45 +8,15 @@ tests). Nothing is downloaded while ``SRKD_OFFLINE`` or ``HF_HUB_OFFLINE`` is se
 
 from __future__ import annotations
 
-import hashlib
-import os
-import urllib.error
-import urllib.request
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from ..errors import SrkdError
 from ..models.registry import ARCHS
 from ..models.spec import ZooEntry
-from .files import atomic_path
+from .files import cache_dir, download, mirrored, offline, sha256_file  # noqa: F401 - also importable from here
 
 #: preset -> its official weights, gathered from the architectures' specs
 ZOO: dict[str, ZooEntry] = {preset: entry for spec in ARCHS.values() for preset, entry in spec.weights.items()}
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("SRKD_CACHE") or Path.home() / ".cache" / "srkd")
-
-
-def offline() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("SRKD_OFFLINE", "HF_HUB_OFFLINE"))
-
-
-def mirrored(url: str, env: str = "SRKD_ZOO_MIRROR") -> str:
-    """``url`` with its scheme and host replaced by ``$env`` when that is set (mirrors, tests)."""
-    mirror = os.environ.get(env)
-    if not mirror:
-        return url
-    parts = urlsplit(url)
-    return mirror.rstrip("/") + parts.path
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def verify(path: Path, entry: ZooEntry) -> str:
@@ -56,27 +26,6 @@ def verify(path: Path, entry: ZooEntry) -> str:
     if not entry.sha256 and entry.hash_prefix and not digest.startswith(entry.hash_prefix):
         raise SrkdError(f"{entry.filename}: sha256 {digest[:16]}... does not start with the published {entry.hash_prefix}")
     return digest
-
-
-def download(url: str, dest: Path, progress: bool = True) -> None:
-    """Stream ``url`` to ``dest`` atomically, with a progress bar."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
-
-    try:
-        response = urllib.request.urlopen(url, timeout=60)  # noqa: S310 (http/https URLs from our table)
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise SrkdError(f"cannot download {url} ({reason}); check the connection or pass a local file") from None
-    total = int(response.headers.get("Content-Length") or 0) or None
-    columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
-    with response, atomic_path(dest) as tmp, open(tmp, "wb") as out, Progress(*columns, disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"download {dest.name}", total=total)
-        try:
-            for chunk in iter(lambda: response.read(1 << 20), b""):
-                out.write(chunk)
-                bar.advance(task, len(chunk))
-        except OSError as exc:
-            raise SrkdError(f"download of {url} was interrupted ({exc}); run the command again") from None
 
 
 def fetch_entry(entry: ZooEntry, progress: bool = True) -> Path:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..errors import SrkdError
-from ..io.zoo import sha256_file
+from ..io.files import sha256_file
 from ..io.files import LOCK_NAME, atomic_path, write_bytes
 from . import config as C
 
