@@ -25,8 +25,8 @@ from .data.crops import quality_crop
 from .errors import SrkdError
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
-# `srkd upscale` and srkd.upscale() default to auto: on this CPU it is 1.01x / 1.02x the fastest
-# peer (CARN-M x4 512x512, EDSR-baseline x4 256x256; benchmarks/upscale_peers.py), and without
+# `srkd upscale` and srkd.upscale() default to auto: on the 2-core CPU of docs/export.md it matches
+# the fastest peer (CARN-M x4 512x512, EDSR-baseline x4 256x256; benchmarks/upscale_peers.py), and without
 # the [deploy] extra it is the torch path. SRKD_BACKEND pins another default (a server, a test).
 DEFAULT_BACKEND = "auto"
 BACKEND_ENV = "SRKD_BACKEND"

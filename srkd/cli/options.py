@@ -1,9 +1,9 @@
 """The training engine's options, declared once for ``srkd teacher-train`` and ``srkd distill``.
 
 :func:`engine_options` adds them to a command's signature; the command receives them as one dict
-``engine`` (option name -> value, None when not given), which :func:`build_config` turns into a
-:class:`~srkd.train.config.TrainConfig` after the defaults, a run's stored config (``--resume``),
-``--config`` and ``--set``. Each option's help shows the engine default.
+``engine`` (option name -> value, None when not given), which ``srkd.train.config.from_options``
+turns into a config after the defaults, a run's stored config (``--resume``), ``--config`` and
+``--set``. Each option's help shows the engine default.
 """
 
 from __future__ import annotations
@@ -26,56 +26,46 @@ def _dflt(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-# name -> (type, option factory, config key). Options left unset fall back to --config, then to
-# the defaults; ``help`` can be replaced per command (distill's data and precision say more).
-ENGINE: dict[str, tuple[object, Callable[..., typer.models.OptionInfo], str]] = {
+# name -> (type, option factory), one per srkd.train.config.OPTION_KEYS entry (which maps it to its
+# config key). Options left unset fall back to --config, then to the defaults; ``help`` can be
+# replaced per command (distill's data and precision say more).
+ENGINE: dict[str, tuple[object, Callable[..., typer.models.OptionInfo]]] = {
     "data": (list[Path], lambda help=None: typer.Option(
-        None, "--data", metavar="PATH", help=help or "Training data (repeatable): folder of HR images, DIV2K root, or a pair-list file."),
-        "data.sources"),
+        None, "--data", metavar="PATH", help=help or "Training data (repeatable): folder of HR images, DIV2K root, or a pair-list file.")),
     "val": (list[str], lambda help=None: typer.Option(
         None, "--val", metavar="SETS", help=help or f"Validation benchmarks, comma-separated or repeated (set5, set14, b100, urban100); "
-                                    f"'none' to skip. [default: {_dflt(_D.val.sets)}]"), "val.sets"),
-    "steps": (int, lambda help=None: typer.Option(None, help=help or f"Optimiser steps. [default: {_D.train.steps}]"),
-              "train.steps"),
+                                    f"'none' to skip. [default: {_dflt(_D.val.sets)}]")),
+    "steps": (int, lambda help=None: typer.Option(None, help=help or f"Optimiser steps. [default: {_D.train.steps}]")),
     "out": (Path, lambda help=None: typer.Option(
-        None, "--out", "-o", help=help or "Run folder (config, metrics, checkpoints, model.safetensors)."), "run.out"),
-    "batch": (int, lambda help=None: typer.Option(None, help=help or f"Batch size per process. [default: {_D.data.batch}]"),
-              "data.batch"),
+        None, "--out", "-o", help=help or "Run folder (config, metrics, checkpoints, model.safetensors).")),
+    "batch": (int, lambda help=None: typer.Option(None, help=help or f"Batch size per process. [default: {_D.data.batch}]")),
     "patch": (int, lambda help=None: typer.Option(
-        None, help=help or f"LR patch size in pixels (HR patch = patch x scale). [default: {_D.data.patch}]"), "data.patch"),
-    "lr": (float, lambda help=None: typer.Option(None, help=help or f"Adam learning rate. [default: {_dflt(_D.optim.lr)}]"),
-           "optim.lr"),
+        None, help=help or f"LR patch size in pixels (HR patch = patch x scale). [default: {_D.data.patch}]")),
+    "lr": (float, lambda help=None: typer.Option(None, help=help or f"Adam learning rate. [default: {_dflt(_D.optim.lr)}]")),
     "schedule": (str, lambda help=None: typer.Option(
-        None, help=help or f"multistep (halve at 2/3 of the run), cosine or constant. [default: {_D.schedule.kind}]"),
-        "schedule.kind"),
-    "warmup": (int, lambda help=None: typer.Option(None, help=help or f"Linear warm-up steps. [default: {_D.schedule.warmup}]"),
-               "schedule.warmup"),
+        None, help=help or f"multistep (halve at 2/3 of the run), cosine or constant. [default: {_D.schedule.kind}]")),
+    "warmup": (int, lambda help=None: typer.Option(None, help=help or f"Linear warm-up steps. [default: {_D.schedule.warmup}]")),
     "clip_grad": (float, lambda help=None: typer.Option(
-        None, help=help or f"Gradient norm clipping (0: off). [default: {_dflt(_D.optim.clip_grad)}]"), "optim.clip_grad"),
+        None, help=help or f"Gradient norm clipping (0: off). [default: {_dflt(_D.optim.clip_grad)}]")),
     "precision": (str, lambda help=None: typer.Option(
-        None, help=help or f"auto (bf16 where the hardware has it), fp32, bf16 or fp16 (CUDA). [default: {_D.train.precision}]"),
-        "train.precision"),
-    "device": (str, lambda help=None: typer.Option(None, help=help or f"auto, cpu, cuda or cuda:N. [default: {_D.train.device}]"),
-               "train.device"),
+        None, help=help or f"auto (bf16 where the hardware has it), fp32, bf16 or fp16 (CUDA). [default: {_D.train.precision}]")),
+    "device": (str, lambda help=None: typer.Option(None, help=help or f"auto, cpu, cuda or cuda:N. [default: {_D.train.device}]")),
     "ema": (float, lambda help=None: typer.Option(
         None, help=help or f"EMA decay of weights and buffers (0: off); the EMA model is validated and exported. "
-                           f"[default: {_D.train.ema}]"), "train.ema"),
+                           f"[default: {_D.train.ema}]")),
     "val_every": (int, lambda help=None: typer.Option(
-        None, help=help or f"Steps between validations (and at the end). [default: {_D.val.every}]"), "val.every"),
+        None, help=help or f"Steps between validations (and at the end). [default: {_D.val.every}]")),
     "ckpt_every": (int, lambda help=None: typer.Option(
-        None, help=help or f"Steps between checkpoints (and at the end). [default: {_D.run.ckpt_every}]"), "run.ckpt_every"),
-    "keep": (int, lambda help=None: typer.Option(None, help=help or f"Checkpoints kept (plus the best). [default: {_D.run.keep}]"),
-             "run.keep"),
+        None, help=help or f"Steps between checkpoints (and at the end). [default: {_D.run.ckpt_every}]")),
+    "keep": (int, lambda help=None: typer.Option(None, help=help or f"Checkpoints kept (plus the best). [default: {_D.run.keep}]")),
     "seed": (int, lambda help=None: typer.Option(
-        None, help=help or f"Random seed (initialisation and batches). [default: {_D.train.seed}]"), "train.seed"),
+        None, help=help or f"Random seed (initialisation and batches). [default: {_D.train.seed}]")),
     "workers": (int, lambda help=None: typer.Option(
-        None, help=help or f"Data threads assembling batches ahead (0: in the training loop). [default: {_D.data.workers}]"),
-        "data.workers"),
+        None, help=help or f"Data threads assembling batches ahead (0: in the training loop). [default: {_D.data.workers}]")),
     "threads": (int, lambda help=None: typer.Option(
-        None, help=help or f"Torch CPU threads (0: cores minus workers). [default: {_D.train.threads}]"), "train.threads"),
+        None, help=help or f"Torch CPU threads (0: cores minus workers). [default: {_D.train.threads}]")),
     "augment": (bool, lambda help=None: typer.Option(
-        None, "--augment/--no-augment", help=help or "Random flips and 90-degree rotations. [default: augment]"),
-        "data.augment"),
+        None, "--augment/--no-augment", help=help or "Random flips and 90-degree rotations. [default: augment]")),
 }
 
 
@@ -89,7 +79,7 @@ def engine_options(**helps: str):
         sig = inspect.signature(fn)
         own = [p for p in sig.parameters.values() if p.name != "engine"]
         extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=make(helps.get(name)), annotation=tp)
-                 for name, (tp, make, _) in ENGINE.items()]
+                 for name, (tp, make) in ENGINE.items()]
 
         def command(**kwargs):
             engine = {name: kwargs.pop(name) for name in ENGINE}
@@ -98,50 +88,9 @@ def engine_options(**helps: str):
         command.__name__, command.__qualname__, command.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
         command.__module__ = fn.__module__
         hints = {k: v for k, v in typing.get_type_hints(fn).items() if k != "engine"}
-        command.__annotations__ = {**hints, **{name: tp for name, (tp, _, _) in ENGINE.items()}}
+        command.__annotations__ = {**hints, **{name: tp for name, (tp, _) in ENGINE.items()}}
         command.__signature__ = sig.replace(parameters=own + extra)
         return command
 
     return decorate
 
-
-def build_config(options: dict, config_file: Path | None, sets: list[str] | None, resume: bool,
-                 keys: dict[str, str] | None = None) -> TrainConfig:
-    """Defaults <- run folder's config (with --resume) <- --config file <- --set <- explicit options.
-
-    ``options``: option name -> value (None: not given); ``keys`` maps names beyond :data:`ENGINE`
-    (teacher-train's ``arch``, ``scale``, ``loss``) to config keys.
-    """
-    import yaml
-
-    from ..errors import SrkdError
-    from ..train import config as C
-
-    raw: dict = {}
-    out = options.get("out")
-    if resume and out is not None and (Path(out) / "config.yaml").is_file():
-        raw = C.load_yaml(Path(out) / "config.yaml")
-    if config_file is not None:
-        raw = C.merge(raw, C.load_yaml(config_file))
-    for item in sets or []:
-        key, eq, value = item.partition("=")
-        if not eq or "." not in key:
-            raise SrkdError(f"--set expects SECTION.KEY=VALUE (e.g. optim.betas=0.9,0.99), got '{item}'")
-        try:
-            parsed = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            parsed = value
-        C.set_option(raw, key.strip(), parsed)
-    all_keys = {**{name: key for name, (_, _, key) in ENGINE.items()}, **(keys or {})}
-    for name, key in all_keys.items():
-        value = options.get(name)
-        if value is None or (isinstance(value, list) and not value and name != "val"):
-            continue
-        if name == "val":
-            if not value:
-                continue
-            value = [v.strip() for v in ",".join(value).split(",") if v.strip() and v.strip().lower() != "none"]
-        if name == "data":
-            value = [str(v) for v in value]
-        C.set_option(raw, key, value)
-    return C.from_dict(raw)

@@ -3,7 +3,8 @@
 An ESA block (:class:`srkd.models.blocks.ESA`) pools its strided features over 7x7/3 cells and
 resizes the coarse map back to *its input's* size, so a tile's map differs from the whole
 image's: the pooling grid moves with the tile origin and the resize ratio with the tile size
-(up to 26 8-bit levels on Urban100 whatever the padding, measured in docs/upscale.md). Here the
+(several 8-bit levels whatever the padding: tests/test_archs.py::test_esa_sync_makes_ntire_rlfn_tiling_exact
+shows it on the NTIRE RLFN). Here the
 map is computed once for the whole image and every tile reads its part of it:
 
 * a *record* pass stores each block's strided features ``conv2(conv1(x))`` over the tile cores,

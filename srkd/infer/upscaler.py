@@ -65,7 +65,7 @@ class Upscaler:
         desc = _describe(model)
         self.precision = resolve_precision(requested, self.device)
         if requested == "auto" and self.precision == "bf16" and desc is not None and not desc.supports_bf16:
-            self.precision = "fp32"  # measured to lose more than BF16_LIMIT_DB (the model's spec)
+            self.precision = "fp32"  # loses more than BF16_LIMIT_DB: its spec, from benchmarks/precision_table.py
             self._note(f"{desc.arch} loses more than 0.05 dB in bf16 (benchmarks/precision_table.py); using fp32")
         will_check = requested == "auto" and self.precision != "fp32" and check_precision
         # Decisions verified before for these weights, srkd, torch and device (srkd.decisions).

@@ -98,7 +98,7 @@ def train_precision(pref: str, device: torch.device, model: nn.Module) -> str:
     precision = resolve_precision(pref, device)
     desc = describe(model)
     if pref == "auto" and precision == "bf16" and not desc.supports_bf16:
-        return "fp32"  # measured to lose more than 0.05 dB in bf16 (its spec)
+        return "fp32"  # loses more than 0.05 dB in bf16: its spec, from benchmarks/precision_table.py
     if precision == "bf16" and not desc.supports_bf16:
         raise SrkdError(f"{desc.arch} does not support bf16; use --precision fp32")
     if precision == "fp16" and not desc.supports_fp16:
