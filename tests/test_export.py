@@ -21,7 +21,7 @@ pytest.importorskip("openvino", reason="the [deploy] extra is not installed")
 
 FORMATS = {"onnx": ".onnx", "openvino": ".xml", "exported-program": ".pt2", "torchscript": ".pt"}
 #: known gaps, each with the reason the export refuses (tests/test_export.py checks the message)
-UNSUPPORTED = {("swinir", "exported-program"): "Guard failed"}
+UNSUPPORTED: dict = {}  # none left: SwinIR exports as a program since its window branch was made export-safe
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

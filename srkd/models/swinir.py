@@ -118,7 +118,10 @@ class SwinTransformerBlock(nn.Module):
             x = torch.roll(x, shifts=(-self.shift, -self.shift), dims=(1, 2))
         mask = None
         if self.shift:
-            mask = self.attn_mask if (h, w) == (self.resolution, self.resolution) else shift_mask(h, w, self.ws, self.shift).to(x.device)
+            # torch.export: no branch on the input size (it would bake the size into the program);
+            # the mask computed for the stored resolution equals the buffer
+            stored = not torch.compiler.is_exporting() and (h, w) == (self.resolution, self.resolution)
+            mask = self.attn_mask if stored else shift_mask(h, w, self.ws, self.shift).to(x.device)
         parts = window_partition(x, self.ws)
         windows = self.attn(parts.view(parts.shape[0], self.ws * self.ws, c), mask)
         x = window_reverse(windows.view(parts.shape[0], self.ws, self.ws, c), self.ws, h, w)
@@ -245,6 +248,10 @@ class SwinIR(SRModel):
         else:
             x = self.upsample(x)
         x = x / self.img_range + self.mean.to(x.dtype)
+        if torch.compiler.is_exporting():
+            # a gather, not a slice: torch.export would specialise on whether the crop is a no-op
+            rows, cols = torch.arange(h * self.scale, device=x.device), torch.arange(w * self.scale, device=x.device)
+            return x.index_select(2, rows).index_select(3, cols)
         return x[:, :, : h * self.scale, : w * self.scale]
 
 
