@@ -9,23 +9,25 @@ Three rewrites, found by looking at what the network does or declares rather tha
   folded convolution has four times the multiply-adds (three quarters of its weights are zero)
   and takes the same time on oneDNN, whose kernels are slow for 3 output channels anyway; what
   goes away is the pixel shuffle of the widest tensor of the network (64 channels at the output
-  resolution), ~9 % of CARN-M x4 on CPU. Exact, also at the image border (a zero row at the
+  resolution). Exact, also at the image border (a zero row at the
   output resolution is part of a zero cell before the shuffle). Only x2 shuffles: for x3 the
   folded convolution would have 9x the multiply-adds.
 * **Conv + ReLU.** On CPU, a ``Conv2d`` directly followed by ``ReLU`` in an ``nn.Sequential``
   runs as one oneDNN convolution with a ReLU post-op (PyTorch's ``mkldnn._convolution_pointwise``,
-  the kernel ``torch.compile`` uses), saving a pass over the output (~10 % of such a pair).
+  the kernel ``torch.compile`` uses), saving a pass over the output.
   Likewise a residual block that declares ``post_residual_relu`` (its forward is
   ``relu(body(x) + x)``, CARN's units) runs its last convolution with the addition and the ReLU
-  as post-ops (~40 % of that convolution's time).
+  as post-ops.
 * **Cascades without concatenation.** On CPU, a cascade that ``srkd.models.carn.Cascade`` names
   (CARN's ``out_k = relu(W_k cat(x, m_1, ..., m_k) + b_k)``) runs as one 1x1 convolution per
-  member accumulated in place (:class:`CatFreeCascade`): the strided copies of ``torch.cat``
-  were 15 % of CARN-M on a 302x512 window.
+  member accumulated in place (:class:`CatFreeCascade`), without the strided copies of
+  ``torch.cat`` at every level.
 
 A pair is found by running the model once with hooks: the convolution's input must be the very
 tensor the shuffle returned. Whether the rewritten network still computes the same function is
 checked by the caller against the original output (fp32, 1e-4), and the rewrite dropped if not.
+What the rewrites save together: ``benchmarks/upscale_speed.py`` (srkd's defaults with and without
+them; docs/upscale.md has the per-rewrite figures as measured when each was written).
 """
 
 from __future__ import annotations
