@@ -46,10 +46,10 @@ class UpscalerCache:
         if key in self._items:
             self._items.move_to_end(key)
             return self._items[key]
+        while len(self._items) >= self.size:  # make room first: two large models never coexist
+            self._items.popitem(last=False)
         value = make()
         self._items[key] = value
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
         return value
 
     def clear(self) -> None:
@@ -80,7 +80,7 @@ def _get_upscaler(model, scale, device, precision, tile, tile_pad, backend=None,
             net = load_model(None if model is None else str(model), scale=scale).model
             return Upscaler(net, device=device, precision=precision, tile=tile, tile_pad=tile_pad, backend=backend)
 
-        return (cache or DEFAULT_CACHE).get(key, make)
+        return (cache if cache is not None else DEFAULT_CACHE).get(key, make)
     net = getattr(model, "model", model)  # a ModelFile
     if not isinstance(net, nn.Module):
         raise SrkdError(f"model must be a reference string, a ModelFile, an nn.Module or an Upscaler, not {type(model).__name__}")

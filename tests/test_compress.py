@@ -154,3 +154,15 @@ def test_width_from_provenance():
     student_prov = {"method": {"method": "csd", "params": {"width": 0.5}}}
     assert width_from_provenance({"provenance": json.dumps(student_prov)}) is None
     assert width_from_provenance({}) is None
+
+
+def test_compress_api_cuts_writes_and_measures(tmp_path):
+    import srkd
+    from srkd.io.checkpoint import save_model
+    from srkd.models import build_from_spec
+
+    src = save_model(build_from_spec("edsr:n_resblocks=2,n_feats=16,scale=2"), tmp_path / "t.safetensors")
+    result = srkd.compress(str(src), 0.5, tmp_path / "s.safetensors", datasets=(), repeats=1, speed_size=16)
+    assert result.output.is_file() and result.student.n_feats == 8 and result.report.student.params < result.report.teacher.params
+    cut = srkd.compress.cut(str(src), 0.5)
+    assert cut.output is None and cut.report is None and cut.student.n_feats == 8

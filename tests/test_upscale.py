@@ -309,3 +309,31 @@ def test_real_image_tiled_cli_matches_untiled(tmp_path, upscaler):
     assert upscaler.tile is None
     diff = np.abs(read_image(tmp_path / "tiled.png").astype(int) - whole.astype(int))
     assert diff.max() <= 1
+
+
+def test_upscaler_cache_is_the_callers_and_bounded():
+    from srkd.upscale import UpscalerCache
+
+    made = []
+    cache = UpscalerCache(2)
+    assert len(cache) == 0
+    for key in ("a", "b", "a", "c"):
+        cache.get(key, lambda key=key: made.append(key) or key.upper())
+    assert made == ["a", "b", "c"] and len(cache) == 2  # "a" was reused; "b" made room for "c"
+    seen = []
+    one = UpscalerCache(1)
+    one.get("x", lambda: "X")
+    one.get("y", lambda: seen.append(len(one)) or "Y")
+    assert seen == [0]  # the old entry is gone before the new one is built
+
+
+def test_upscale_fills_the_cache_it_is_given(tmp_path):
+    from srkd.io.checkpoint import save_model
+    from srkd.models import build_from_spec
+    from srkd.upscale import DEFAULT_CACHE, UpscalerCache
+
+    path = save_model(build_from_spec("edsr:n_resblocks=1,n_feats=8,scale=2"), tmp_path / "m.safetensors")
+    mine = UpscalerCache(3)
+    before = len(DEFAULT_CACHE)
+    out = srkd.upscale(_photo(8, 8), str(path), cache=mine, precision="fp32")
+    assert out.shape == (16, 16, 3) and len(mine) == 1 and len(DEFAULT_CACHE) == before

@@ -30,20 +30,24 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from ..compress import compress as run_compress
+        from ..compress import cut, measure
+        from ..errors import SrkdError
         from ..io.files import atomic_path, check_writable
 
+        check_writable(output, overwrite)
         if json_out is not None:
             check_writable(json_out, overwrite)
-        result = run_compress(model, width, output, scale=scale, datasets=() if no_eval else tuple(dataset or ("set5",)),
-                              data_root=data_root, speed_size=speed_size, repeats=repeats, precision=precision,
-                              eval_precision=eval_precision, device=device, overwrite=overwrite)
-        report, student, width = result.report, result.student, result.width
-        teacher_feats = report.teacher.n_feats
+        if speed_size < 8:
+            raise SrkdError(f"--speed-size must be at least 8 pixels, got {speed_size}")
+        result = cut(model, width, output, scale=scale, overwrite=overwrite)
+        student, width, teacher = result.student, result.width, result.teacher
         console = Console()
         console.print(f"wrote {output}: {student.arch} x{student.scale} with {student.n_feats} features "
-                      f"(width {width:g} of {teacher_feats})")
-        table = Table(title=f"{student.arch} x{student.scale}: width 1 vs {width:g}")
+                      f"(width {width:g} of {teacher.n_feats})")
+        report = measure(result, datasets=() if no_eval else tuple(dataset or ("set5",)), data_root=data_root,
+                         speed_size=speed_size, repeats=repeats, precision=precision, eval_precision=eval_precision,
+                         device=device).report
+        table = Table(title=f"{teacher.arch} x{teacher.scale}: width 1 vs {width:g}")
         table.add_column("")
         table.add_column("width 1", justify="right")
         table.add_column(f"width {width:g}", justify="right")

@@ -40,8 +40,11 @@ def register(app: typer.Typer) -> None:
         """
         from rich.console import Console
 
+        from ..errors import SrkdError
         from ..train.api import train_network
 
+        if resume and overwrite:
+            raise SrkdError("--resume and --overwrite contradict each other; pass one")
         main = int(os.environ.get("RANK", "0")) == 0
         console = Console()
         result = train_network(arch, scale=scale, loss=loss, init=init, config=config, sets=set_, resume=resume,

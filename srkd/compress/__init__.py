@@ -36,17 +36,16 @@ class CompressResult:
     student: object  # nn.Module
     width: float
     output: Path | None
-    report: CompressionReport
+    report: CompressionReport | None
+    teacher: object = None  # the source network
 
 
-def compress(model, width: float | None = None, output: str | Path | None = None, *, scale: int | None = None,
-             datasets=("set5",), data_root=None, speed_size: int = 64, repeats: int = 3, precision: str = "fp32",
-             eval_precision: str = "fp32", device: str = "auto", overwrite: bool = False) -> CompressResult:
-    """Cut the width-``width`` student out of ``model`` (reference or ModelFile) and measure it.
+def cut(model, width: float | None = None, output: str | Path | None = None, *, scale: int | None = None,
+        overwrite: bool = False) -> CompressResult:
+    """Cut the width-``width`` student out of ``model`` (reference or ModelFile) and write it to
+    ``output`` (safetensors with provenance; None: not written). No measurement: ``report`` is None.
 
-    ``width`` None: the width a CSD run recorded in the file. ``output``: where the student is
-    written (safetensors with provenance; None: not written). ``datasets`` empty: no PSNR;
-    ``repeats`` 0: no timing. Raises :class:`~srkd.errors.SrkdError` for anything the user can fix.
+    ``width`` None: the width a CSD run recorded in the file.
     """
     from ..errors import SrkdError
     from ..io.checkpoint import save_model
@@ -56,8 +55,6 @@ def compress(model, width: float | None = None, output: str | Path | None = None
     output = Path(output) if output is not None else None
     if output is not None:
         check_writable(output, overwrite)
-    if speed_size < 8:
-        raise SrkdError(f"--speed-size must be at least 8 pixels, got {speed_size}")
     loaded = load_model(model, scale=scale) if isinstance(model, (str, Path)) else model
     if width is None:
         width = width_from_provenance(loaded.metadata)
@@ -73,9 +70,32 @@ def compress(model, width: float | None = None, output: str | Path | None = None
         if loaded.provenance:
             provenance["source_provenance"] = loaded.provenance
         written = save_model(student, output, provenance=provenance, overwrite=overwrite)
-    report = compression_report(teacher, student, width, (speed_size, speed_size), repeats, precision, device,
-                                tuple(datasets or ()), data_root, eval_precision)
-    return CompressResult(student, width, written, report)
+    return CompressResult(student, width, written, None, teacher)
+
+
+def compress(model, width: float | None = None, output: str | Path | None = None, *, scale: int | None = None,
+             datasets=("set5",), data_root=None, speed_size: int = 64, repeats: int = 3, precision: str = "fp32",
+             eval_precision: str = "fp32", device: str = "auto", overwrite: bool = False) -> CompressResult:
+    """:func:`cut`, then what the width buys: parameters, multiply-adds, time and PSNR of both widths.
+
+    ``datasets`` empty: no PSNR; ``repeats`` 0: no timing. Raises :class:`~srkd.errors.SrkdError`
+    for anything the user can fix.
+    """
+    from ..errors import SrkdError
+
+    if speed_size < 8:
+        raise SrkdError(f"--speed-size must be at least 8 pixels, got {speed_size}")
+    result = cut(model, width, output, scale=scale, overwrite=overwrite)
+    return measure(result, datasets=datasets, data_root=data_root, speed_size=speed_size, repeats=repeats,
+                   precision=precision, eval_precision=eval_precision, device=device)
+
+
+def measure(result: CompressResult, *, datasets=("set5",), data_root=None, speed_size: int = 64, repeats: int = 3,
+            precision: str = "fp32", eval_precision: str = "fp32", device: str = "auto") -> CompressResult:
+    """Fill ``result.report``: the cut student against its source (:func:`compression_report`)."""
+    result.report = compression_report(result.teacher, result.student, result.width, (speed_size, speed_size), repeats,
+                                       precision, device, tuple(datasets or ()), data_root, eval_precision)
+    return result
 
 
 make_callable(__name__, compress)

@@ -7,7 +7,9 @@ method is a new module here plus one line in :mod:`.registry`.
 from __future__ import annotations
 
 from .base import Distiller, Outputs, Params, TapPair, method_doc
-from .registry import METHODS, build_distiller, get_method
+from .registry import (  # noqa: F401 - the method classes, importable from here as before
+    AT, CSD, DCKD, DUKD, FACD, FAKD, KD, METHODS, FitNet, Scratch, build_distiller, get_method,
+)
 
 __all__ = ["METHODS", "Distiller", "Outputs", "Params", "TapPair", "build_distiller", "get_method", "method_doc"]
 

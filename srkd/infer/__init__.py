@@ -53,10 +53,12 @@ Device and precision resolution live in :mod:`srkd.precision`, shared with train
 
 from ..errors import SrkdWarning
 from ..precision import DEVICES, PRECISIONS, cpu_native_bf16, resolve_device, resolve_precision
-from .device import available_memory, host_available_memory, is_out_of_memory, torch_threads
-from .tiles import Tile, plan_cpu_grid, plan_tiles
+from .device import (  # noqa: F401 - the constants, importable from here as before
+    CPU_MEMORY_FRACTION, CUDA_MEMORY_FRACTION, available_memory, host_available_memory, is_out_of_memory, torch_threads,
+)
+from .tiles import CPU_WORKING_SET, MAX_AUTO_PAD, MIN_TILE, PAD_MARGIN, Tile, plan_cpu_grid, plan_tiles, tile_hw  # noqa: F401
 from .trace import ModelTrace, trace_model
-from .upscaler import Upscaler, real_image_crop, to_tensor
+from .upscaler import PRECISION_MAX_ABS, PRECISION_MIN_PSNR, Upscaler, real_image_crop, to_tensor  # noqa: F401
 
 __all__ = [
     "Upscaler",

@@ -48,6 +48,12 @@ def relative_position_index(ws: int) -> torch.Tensor:
     return rel[:, :, 0] * (2 * ws - 1) + rel[:, :, 1]
 
 
+def _exporting() -> bool:
+    """Inside torch.export (torch >= 2.6 can tell; older versions export SwinIR with a fixed size)."""
+    is_exporting = getattr(getattr(torch, "compiler", None), "is_exporting", None)
+    return bool(is_exporting()) if is_exporting is not None else False
+
+
 def shift_mask(h: int, w: int, ws: int, shift: int) -> torch.Tensor:
     """(nW, ws*ws, ws*ws): -100 between positions that the cyclic shift brought together."""
     img = torch.zeros(1, h, w, 1)
@@ -120,7 +126,7 @@ class SwinTransformerBlock(nn.Module):
         if self.shift:
             # torch.export: no branch on the input size (it would bake the size into the program);
             # the mask computed for the stored resolution equals the buffer
-            stored = not torch.compiler.is_exporting() and (h, w) == (self.resolution, self.resolution)
+            stored = not _exporting() and (h, w) == (self.resolution, self.resolution)
             mask = self.attn_mask if stored else shift_mask(h, w, self.ws, self.shift).to(x.device)
         parts = window_partition(x, self.ws)
         windows = self.attn(parts.view(parts.shape[0], self.ws * self.ws, c), mask)
@@ -248,7 +254,7 @@ class SwinIR(SRModel):
         else:
             x = self.upsample(x)
         x = x / self.img_range + self.mean.to(x.dtype)
-        if torch.compiler.is_exporting():
+        if _exporting():
             # a gather, not a slice: torch.export would specialise on whether the crop is a no-op
             rows, cols = torch.arange(h * self.scale, device=x.device), torch.arange(w * self.scale, device=x.device)
             return x.index_select(2, rows).index_select(3, cols)

@@ -82,7 +82,8 @@ class Method(nn.Module):
         return {}
 
     def describe(self) -> dict:
-        return {"method": type(self).__name__.lower(), "params": {}}
+        """Provenance for the export; empty: the engine records the configured method name."""
+        return {}
 
 
 def pixel_loss(kind: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
