@@ -90,7 +90,6 @@ def _explicit_scale(spec: str) -> int | None:
             try:
                 found = int(value)
             except ValueError:
-                from ..errors import SrkdError
 
                 raise SrkdError(f"bad scale '{value}' in student spec '{spec}'") from None
     return found
@@ -98,7 +97,6 @@ def _explicit_scale(spec: str) -> int | None:
 
 def resolve_teacher(ref: str | None):
     """(ModelFile, reference to record). Missing files give one clear line."""
-    from ..errors import SrkdError
     from ..io.hub import load_model, model_hash
 
     if ref is None:
@@ -136,7 +134,6 @@ def prepare(options: dict, config_file, sets, resume: bool, *, method=None, teac
             teacher_precision=None) -> Job:
     """Resolve everything and validate the method on the real networks before any file is written."""
     from .registry import build_distiller, get_method
-    from ..errors import SrkdError
     from ..train import config as C
     from ..train.engine import build_student
     
@@ -331,12 +328,7 @@ def distill(method: str | None = None, *, teacher: str | None = None, student: s
     from ..io.files import check_writable
     from ..train import config as C
 
-    unknown = sorted(set(engine) - set(C.OPTION_KEYS))
-    if unknown:
-        raise SrkdError(f"unknown option(s) {', '.join(unknown)}: engine options are {', '.join(C.OPTION_KEYS)}")
-    if resume and overwrite:
-        raise SrkdError("resume and overwrite contradict each other; pass one")
-    options = {name: engine.get(name) for name in C.OPTION_KEYS}
+    options = C.engine_options(engine, resume, overwrite)
     demo = ""
     if not (options.get("data") or teacher or student or init or config or resume or sets or params):
         demo = demo_defaults(method, options)

@@ -44,12 +44,7 @@ def train_network(arch: str | None = None, *, scale: int | None = None, loss: st
     from . import config as C
     from .engine import train
 
-    unknown = sorted(set(engine) - set(C.OPTION_KEYS))
-    if unknown:
-        raise SrkdError(f"unknown option(s) {', '.join(unknown)}: engine options are {', '.join(C.OPTION_KEYS)}")
-    if resume and overwrite:
-        raise SrkdError("resume and overwrite contradict each other; pass one")
-    options = {**{name: engine.get(name) for name in C.OPTION_KEYS}, "arch": arch, "scale": scale, "loss": loss}
+    options = {**C.engine_options(engine, resume, overwrite), "arch": arch, "scale": scale, "loss": loss}
     cfg = C.from_options(options, config, sets, resume)
     if not cfg.run.out:
         raise SrkdError("no run folder: give --out DIR (or run.out in --config)")

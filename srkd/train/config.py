@@ -345,6 +345,17 @@ OPTION_KEYS = {
 NETWORK_KEYS = {"arch": "model.arch", "scale": "model.scale", "loss": "optim.loss"}
 
 
+def engine_options(engine: dict, resume: bool = False, overwrite: bool = False) -> dict:
+    """Every :data:`OPTION_KEYS` name -> the value in ``engine`` (None if absent), for the Python API;
+    an unknown name or ``resume`` with ``overwrite`` is a one-line error."""
+    unknown = sorted(set(engine) - set(OPTION_KEYS))
+    if unknown:
+        raise SrkdError(f"unknown option(s) {', '.join(unknown)}: engine options are {', '.join(OPTION_KEYS)}")
+    if resume and overwrite:
+        raise SrkdError("resume and overwrite contradict each other; pass one")
+    return {name: engine.get(name) for name in OPTION_KEYS}
+
+
 def from_options(options: dict, config_file=None, sets: list[str] | None = None, resume: bool = False) -> TrainConfig:
     """Defaults <- a run folder's config (``resume``) <- ``config_file`` <- ``sets`` <- ``options``.
 
