@@ -90,7 +90,6 @@ def _explicit_scale(spec: str) -> int | None:
             try:
                 found = int(value)
             except ValueError:
-
                 raise SrkdError(f"bad scale '{value}' in student spec '{spec}'") from None
     return found
 
