@@ -503,3 +503,15 @@ def test_facd_lambda_sweep_uses_the_mini_setting_on_its_own_seeds(tmp_path):
     assert sorted(e.set["lambda_facd"] for e in sweep.entries) == [0.01, 0.03, 0.1]
     assert {e.method for e in sweep.entries} == {"facd"}
     validate(sweep, tmp_path / "out")
+
+
+def test_markdown_has_paired_gains_only_with_a_scratch_entry():
+    import json as _json
+    from pathlib import Path as _Path
+    from srkd.bench.tables import markdown
+    docs = _Path(__file__).resolve().parents[1] / "docs" / "results-kd"
+    grid = markdown(_json.loads((docs / "results.json").read_text()))
+    assert "Gain over `scratch`" in grid and "| kd | 3 |" in grid
+    sweep = markdown(_json.loads((docs / "facd-lambda" / "results.json").read_text()))
+    assert "Gain over `scratch`" not in sweep and "no paired gains" in sweep
+    assert "facd lambda 0.03" in sweep

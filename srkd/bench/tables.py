@@ -99,10 +99,13 @@ def markdown(results: dict) -> str:
     if p.get("description"):
         parts += [p["description"], ""]
     parts += ["Y-PSNR (dB) / SSIM of the EMA student at the last step, mean ± standard deviation over seeds.", "",
-              paper_table(results),
-              "Gain over `scratch`: mean ± standard deviation of the paired per-seed differences; bold where the mean "
-              "exceeds the standard deviation (at least 2 pairs).", "", gain_table(results),
-              "Cost (seconds per step as the runs measured them; load on the machine changes them, not the scores):", "",
+              paper_table(results)]
+    if any(e["label"] == SCRATCH and e["n"] for e in results["entries"]):
+        parts += ["Gain over `scratch`: mean ± standard deviation of the paired per-seed differences; bold where the mean "
+                  "exceeds the standard deviation (at least 2 pairs).", "", gain_table(results)]
+    else:  # a sweep without a scratch entry: there is nothing to pair with
+        parts += ["No `scratch` run among these, so no paired gains.", ""]
+    parts += ["Cost (seconds per step as the runs measured them; load on the machine changes them, not the scores):", "",
               cost_table(results)]
     if results["incomplete"]:
         parts += ["Unfinished runs (not in the table): " + ", ".join(
