@@ -30,15 +30,13 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from ..compress import cut, measure
-        from ..errors import SrkdError
+        from ..compress import check_speed_size, cut, measure
         from ..io.files import atomic_path, check_writable
 
         check_writable(output, overwrite)
         if json_out is not None:
             check_writable(json_out, overwrite)
-        if speed_size < 8:
-            raise SrkdError(f"--speed-size must be at least 8 pixels, got {speed_size}")
+        check_speed_size(speed_size)
         result = cut(model, width, output, scale=scale, overwrite=overwrite)
         student, width, teacher = result.student, result.width, result.teacher
         console = Console()

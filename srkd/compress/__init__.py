@@ -40,6 +40,14 @@ class CompressResult:
     teacher: object = None  # the source network
 
 
+def check_speed_size(speed_size: int) -> None:
+    """The timing input's side: at least 8 pixels (checked before anything is written)."""
+    from ..errors import SrkdError
+
+    if speed_size < 8:
+        raise SrkdError(f"--speed-size must be at least 8 pixels, got {speed_size}")
+
+
 def cut(model, width: float | None = None, output: str | Path | None = None, *, scale: int | None = None,
         overwrite: bool = False) -> CompressResult:
     """Cut the width-``width`` student out of ``model`` (reference or ModelFile) and write it to
@@ -81,10 +89,7 @@ def compress(model, width: float | None = None, output: str | Path | None = None
     ``datasets`` empty: no PSNR; ``repeats`` 0: no timing. Raises :class:`~srkd.errors.SrkdError`
     for anything the user can fix.
     """
-    from ..errors import SrkdError
-
-    if speed_size < 8:
-        raise SrkdError(f"--speed-size must be at least 8 pixels, got {speed_size}")
+    check_speed_size(speed_size)
     result = cut(model, width, output, scale=scale, overwrite=overwrite)
     return measure(result, datasets=datasets, data_root=data_root, speed_size=speed_size, repeats=repeats,
                    precision=precision, eval_precision=eval_precision, device=device)
