@@ -166,3 +166,14 @@ def test_compress_api_cuts_writes_and_measures(tmp_path):
     assert result.output.is_file() and result.student.n_feats == 8 and result.report.student.params < result.report.teacher.params
     cut = srkd.compress.cut(str(src), 0.5)
     assert cut.output is None and cut.report is None and cut.student.n_feats == 8
+
+
+def test_a_too_small_speed_size_is_one_line_before_anything_is_written(tmp_path, teacher_file):
+    out = tmp_path / "student.safetensors"
+    code, stdout, stderr = run_cli("compress", str(teacher_file), "--width", "0.5", "-o", str(out), "--speed-size", "4")
+    assert code == 2 and "--speed-size must be at least 8 pixels, got 4" in stderr and "Traceback" not in stderr
+    assert not out.exists()
+    with pytest.raises(SrkdError, match="at least 8 pixels"):
+        import srkd
+        srkd.compress(str(teacher_file), 0.5, out, datasets=(), repeats=1, speed_size=4)
+    assert not out.exists()
