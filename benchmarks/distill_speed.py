@@ -21,7 +21,8 @@ import time
 
 import torch
 
-from srkd.distill import METHODS, build_distiller
+from srkd.compress import teacher_slice_width
+from srkd.distill import METHODS, build_distiller, get_method
 from srkd.models import build_from_spec
 from srkd.provenance import cpu_name
 from srkd.precision import image_convs_fp32
@@ -32,10 +33,17 @@ def make_step(method, args):
     torch.manual_seed(0)
     teacher = build_from_spec(args.teacher).eval()
     student = build_from_spec(args.student)
+    params = {}
+    if get_method(method).shares_teacher:
+        # csd trains the teacher-size network and the slice that is --student, jointly; its
+        # contrastive term needs VGG-19 ImageNet weights, which this machine cannot download, so
+        # it is timed as mini-x4 runs it (lambda_cl 0).
+        params = {"width": teacher_slice_width(student, teacher), "lambda_cl": 0}
+        student = build_from_spec(args.teacher)
     if args.channels_last:
         student = student.to(memory_format=torch.channels_last)
         teacher = teacher.to(memory_format=torch.channels_last)
-    d = build_distiller(method, student, teacher, teacher_precision=args.teacher_precision)
+    d = build_distiller(method, student, teacher, params, teacher_precision=args.teacher_precision)
     d.train()
     opt = torch.optim.Adam(d.trainable_parameters(), lr=1e-4)
     enabled = args.precision == "bf16"

@@ -484,8 +484,44 @@ def test_mini_protocol_is_the_issue_s_setting():
     assert c["val"] == {"sets": ["set5"], "every": 300, "final_sets": ["set14", "b100", "urban100"]}
     labels = {e.method: e for e in p.entries}
     assert set(labels) == {"scratch", "kd", "fitnet", "at", "fakd", "facd", "dukd", "csd", "dckd"}
-    assert labels["csd"].set == {"lambda_cl": 0} and "lambda_cl 0" in labels["csd"].label
+    # csd's student is the teacher's width-0.5 slice: the same 32-feature EDSR-baseline as the others
+    assert labels["csd"].set == {"lambda_cl": 0, "width": 0.5} and "lambda_cl 0" in labels["csd"].label
     assert labels["dckd"].requires == "vqgan" and not labels["dckd"].runnable
+
+
+def test_slice_methods_must_slice_out_the_protocol_s_student(teacher, tmp_path):
+    """csd's student is a slice of the teacher. At a width whose slice is not the protocol's
+    student, its row would compare another network (csd's default 0.25 of a 16-feature teacher is
+    4 features beside 8): one line, exit 2, naming the width that fits; that width validates."""
+    # The fixture teacher is edsr n_resblocks=2, n_feats=16, res_scale 1 (a bare edsr spec at x4
+    # starts from the edsr-x4 preset, whose res_scale is 0.1, so the student spells it out).
+    student = "edsr:n_resblocks=2,n_feats=8,res_scale=1"
+    entries = [{"label": "scratch", "method": "scratch"}, {"label": "csd", "method": "csd", "set": {"lambda_cl": 0}}]
+    proto = write_protocol(tmp_path / "p.yaml", teacher, entries, student=student)
+    out = tmp_path / "bench"
+    code, _, err = run_cli("bench", str(proto), "--out", str(out))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert "entry 'csd'" in lines[0] and "n_feats=4 (student 8)" in lines[0] and "set width: 0.5" in lines[0], err
+    assert not any(out.glob("*/seed*"))
+    entries[1]["set"]["width"] = 0.5
+    write_protocol(tmp_path / "p.yaml", teacher, entries, student=student)
+    from srkd.bench import validate
+
+    validate(load_protocol(tmp_path / "p.yaml"), out)
+    # No width fits a student of another depth: the hint says how to compare it on purpose.
+    write_protocol(tmp_path / "p.yaml", teacher, entries, student="edsr:n_resblocks=1,n_feats=8,res_scale=1")
+    code, _, err = run_cli("bench", str(proto), "--out", str(out))
+    assert code == 2 and "n_resblocks=2 (student 1)" in err and "its own 'student'" in err, err
+
+
+def test_mini_protocol_validates_with_the_demo_teacher(tmp_path):
+    from conftest import data_path
+
+    from srkd.bench import validate
+
+    data_path("train")  # skips with a reason without $SRKD_DATA
+    validate(load_protocol(REPO / "examples" / "protocols" / "mini-x4.yaml"), tmp_path / "out")
 
 
 def test_facd_lambda_sweep_uses_the_mini_setting_on_its_own_seeds(tmp_path):

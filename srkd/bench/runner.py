@@ -51,13 +51,15 @@ def validate(protocol: Protocol, out: Path, runs: list[Run] | None = None) -> No
         raise SrkdError(f"{protocol.where}: config.train.seed is set by the protocol's seeds list")
     teacher = None if protocol.teacher == DEMO_TEACHER else protocol.expand(protocol.teacher)
     try:
-        _, _, protocol.teacher_sha256 = _resolve_teacher(teacher)
+        teacher_file, _, protocol.teacher_sha256 = _resolve_teacher(teacher)
     except SrkdError as exc:
         raise SrkdError(f"{protocol.where}: teacher: {exc}") from None
     for e in protocol.entries:  # every entry, runnable or not, names a real method with valid values
         try:
             cls = get_method(e.method)
-            cls.Params.from_mapping({k: v for k, v in e.set.items() if "." not in k}, cls.name)
+            params = cls.Params.from_mapping({k: v for k, v in e.set.items() if "." not in k}, cls.name)
+            if cls.shares_teacher and e.student is None:
+                _check_slice(protocol, params, teacher_file.model)
         except SrkdError as exc:
             raise SrkdError(f"{protocol.where}: entry '{e.label}': {exc}") from None
     app = build_app()
@@ -70,6 +72,39 @@ def validate(protocol: Protocol, out: Path, runs: list[Run] | None = None) -> No
             app(args=["distill", *run.argv(), "--check", "--quiet"], standalone_mode=False, prog_name="srkd")
         except SrkdError as exc:
             raise SrkdError(f"{protocol.where}: entry '{run.entry.label}': {exc}") from None
+
+
+def _check_slice(protocol: Protocol, params, teacher) -> None:
+    """A method whose student is a slice of the teacher (csd) must slice out the protocol's student.
+
+    Otherwise its row would compare a different network with the others: csd's default width 0.25
+    of a 64-feature teacher is a 16-feature student beside 32-feature ones. A protocol that means
+    it gives the entry its own ``student``.
+    """
+    from ..compress import slim_config
+    from ..train import config as C
+    from ..train.setup import build_student
+
+    width = getattr(params, "width", None)
+    student = build_student(C.ModelConfig(arch=protocol.student, scale=teacher.scale))
+    if width is None or getattr(student, "arch", None) != getattr(teacher, "arch", None):
+        return  # another family: no slice can be the protocol's student, and the table shows each size
+    want, got = student.config(), slim_config(teacher, width)
+    if got == want:
+        return
+    differ = ", ".join(f"{k}={got.get(k)} (student {want.get(k)})" for k in sorted(set(got) | set(want))
+                       if got.get(k) != want.get(k))
+    hint = "give the entry its own 'student' to compare a different network on purpose"
+    for key in ("n_feats",):
+        if want.get(key) and teacher.config().get(key):
+            w = want[key] / teacher.config()[key]
+            try:
+                if w <= 1 and slim_config(teacher, w) == want:
+                    hint = f"set width: {w:g} in its 'set' to slice out the protocol's student"
+            except SrkdError:
+                pass
+    raise SrkdError(f"its width-{width:g} slice of the teacher is not the protocol's student "
+                    f"{protocol.student} ({differ}); {hint}")
 
 
 # ------------------------------------------------------------------------------------- state
