@@ -509,10 +509,10 @@ def test_slice_methods_must_slice_out_the_protocol_s_student(teacher, tmp_path):
     from srkd.bench import validate
 
     validate(load_protocol(tmp_path / "p.yaml"), out)
-    # No width fits a student of another depth: the hint says how to compare it on purpose.
+    # No width fits a student of another depth: the line says so.
     write_protocol(tmp_path / "p.yaml", teacher, entries, student="edsr:n_resblocks=1,n_feats=8,res_scale=1")
     code, _, err = run_cli("bench", str(proto), "--out", str(out))
-    assert code == 2 and "n_resblocks=2 (student 1)" in err and "its own 'student'" in err, err
+    assert code == 2 and "n_resblocks=2 (student 1)" in err and "no width of the teacher" in err, err
 
 
 def test_mini_protocol_validates_with_the_demo_teacher(tmp_path):

@@ -58,7 +58,7 @@ def validate(protocol: Protocol, out: Path, runs: list[Run] | None = None) -> No
         try:
             cls = get_method(e.method)
             params = cls.Params.from_mapping({k: v for k, v in e.set.items() if "." not in k}, cls.name)
-            if cls.shares_teacher and e.student is None:
+            if cls.shares_teacher:
                 _check_slice(protocol, params, teacher_file.model)
         except SrkdError as exc:
             raise SrkdError(f"{protocol.where}: entry '{e.label}': {exc}") from None
@@ -78,8 +78,7 @@ def _check_slice(protocol: Protocol, params, teacher) -> None:
     """A method whose student is a slice of the teacher (csd) must slice out the protocol's student.
 
     Otherwise its row would compare a different network with the others: csd's default width 0.25
-    of a 64-feature teacher is a 16-feature student beside 32-feature ones. A protocol that means
-    it gives the entry its own ``student``.
+    of a 64-feature teacher is a 16-feature student beside 32-feature ones.
     """
     from ..compress import slim_config
     from ..train import config as C
@@ -94,7 +93,7 @@ def _check_slice(protocol: Protocol, params, teacher) -> None:
         return
     differ = ", ".join(f"{k}={got.get(k)} (student {want.get(k)})" for k in sorted(set(got) | set(want))
                        if got.get(k) != want.get(k))
-    hint = "give the entry its own 'student' to compare a different network on purpose"
+    hint = "no width of the teacher slices out that student, so compare csd in a protocol whose student is one"
     for key in ("n_feats",):
         if want.get(key) and teacher.config().get(key):
             w = want[key] / teacher.config()[key]
