@@ -401,6 +401,48 @@ def test_report_renders_in_headless_chromium(uninterrupted, tmp_path):
         shutil.copy(shot, keep)
 
 
+def test_crops_png_places_every_tile_under_its_label():
+    """crops.png: a row per image, a column per model, each tile's pixels unchanged at its place."""
+    import io
+
+    from PIL import Image
+
+    from srkd.bench.report import LABEL_H, crops_png
+
+    rng = np.random.default_rng(0)
+    names = ["HR", "bicubic", "teacher", "a label far too long to fit above one 16-pixel tile (seed 0)"]
+    sets = [{"image": f"img_{i}", "window": [0, 0, 4], "tiles": [(n, rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+                                                                   for n in names]} for i in range(2)]
+    sheet = np.asarray(Image.open(io.BytesIO(crops_png(sets))).convert("RGB"))
+    gap = 4
+    assert sheet.shape == (2 * (16 + LABEL_H + gap) - gap, 4 * (16 + gap) - gap, 3)
+    for row, c in enumerate(sets):
+        for col, (_, tile) in enumerate(c["tiles"]):
+            top, left = row * (16 + LABEL_H + gap) + LABEL_H, col * (16 + gap)
+            assert np.array_equal(sheet[top:top + 16, left:left + 16], tile), (row, col)
+        label = sheet[row * (16 + LABEL_H + gap):row * (16 + LABEL_H + gap) + LABEL_H]
+        assert (label < 128).any(), "no caption was drawn"
+    assert crops_png([]) is None
+
+
+def test_crop_window_is_where_the_gain_is():
+    """The report crops where the teacher's error falls most below bicubic's, not where the HR is
+    most detailed (aliased texture that no network recovers)."""
+    from srkd.bench.report import CONTEXT, CROP_LR, _pick_window
+
+    scale, h, w = 4, 200, 240
+    rng = np.random.default_rng(0)
+    hr = np.zeros((h * scale, w * scale, 3), np.uint8)
+    hr[:CROP_LR * scale, -CROP_LR * scale:] = rng.integers(0, 256, (CROP_LR * scale, CROP_LR * scale, 3))  # noise, top right
+    gain = np.zeros(hr.shape[:2], np.float32)
+    y, x = 116, 56  # a window on the coarse grid (CONTEXT + k * CROP_LR / 2)
+    gain[y * scale:(y + CROP_LR) * scale, x * scale:(x + CROP_LR) * scale] = 1.0
+    assert (y - CONTEXT) % (CROP_LR // 2) == 0 and (x - CONTEXT) % (CROP_LR // 2) == 0
+    assert _pick_window(hr, scale, gain) == (y, x)
+    dy, dx = _pick_window(hr, scale)  # without a gain map: the most detailed window, the noise
+    assert dy < CROP_LR and dx + CROP_LR > w - CROP_LR
+
+
 def test_jobs_needs_one_gpu_per_run(uninterrupted, tmp_path, monkeypatch):
     import srkd.bench.runner as runner
 

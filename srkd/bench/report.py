@@ -3,7 +3,8 @@
 It holds the table and the paired gains, validation curves (PSNR against step per entry, from
 each run's metrics.jsonl), the same crop of a few Urban100 images as HR, bicubic, teacher and
 every entry's student, and the protocol. Curves need matplotlib (``pip install srkd[report]``);
-without it the page says so and keeps the rest.
+without it the page says so and keeps the rest. The curves and the crops are also written as
+``curves.png`` and ``crops.png`` for pages that link pictures (docs, a README).
 """
 
 from __future__ import annotations
@@ -94,28 +95,43 @@ def _models(results: dict) -> list[tuple[str, object]]:
     return cols
 
 
-def _pick_window(hr: np.ndarray, scale: int) -> tuple[int, int]:
-    """Top-left LR corner of the most detailed CROP_LR window on a coarse grid (deterministic)."""
-    g = hr.astype(np.float32).mean(axis=2)
-    detail = np.abs(np.diff(g, axis=0))[:, :-1] + np.abs(np.diff(g, axis=1))[:-1, :]
+def _pick_window(hr: np.ndarray, scale: int, gain: np.ndarray | None = None) -> tuple[int, int]:
+    """Top-left LR corner of the CROP_LR window, on a coarse grid (deterministic), where ``gain``
+    (per HR pixel) sums highest; without it, the most detailed window.
+
+    The crops are there to show what the networks recover, so the report passes the teacher's
+    error reduction over bicubic as ``gain``. The most detailed window alone tends to be texture
+    finer than the LR grid (Urban100's perforated sheets), where every network and bicubic show
+    the same aliased pattern and the HR tile looks like another picture.
+    """
+    if gain is None:
+        g = hr.astype(np.float32).mean(axis=2)
+        gain = np.abs(np.diff(g, axis=0))[:, :-1] + np.abs(np.diff(g, axis=1))[:-1, :]
     h, w = hr.shape[0] // scale, hr.shape[1] // scale
-    best, where = -1.0, (0, 0)
+    best, where = -np.inf, (0, 0)
     step = CROP_LR // 2
     for y in range(CONTEXT, max(CONTEXT + 1, h - CROP_LR - CONTEXT), step):
         for x in range(CONTEXT, max(CONTEXT + 1, w - CROP_LR - CONTEXT), step):
-            v = float(detail[y * scale:(y + CROP_LR) * scale, x * scale:(x + CROP_LR) * scale].mean())
+            v = float(gain[y * scale:(y + CROP_LR) * scale, x * scale:(x + CROP_LR) * scale].mean())
             if v > best:
                 best, where = v, (y, x)
     return where
 
 
-def crops(results: dict, data_root=None, names=CROP_IMAGES) -> list[dict]:
-    """For a few Urban100 images: the HR crop and every model's output of the same window."""
+def _sr(model, lr: np.ndarray) -> np.ndarray:
     import torch
 
+    from ..metrics import quantize
+
+    with torch.no_grad():
+        t = torch.from_numpy(lr.astype(np.float32)).permute(2, 0, 1).unsqueeze(0).div(255)
+        return quantize(model(t)[0])
+
+
+def crops(results: dict, data_root=None, names=CROP_IMAGES) -> list[dict]:
+    """For a few Urban100 images: the HR crop and every model's output of the same window."""
     from ..errors import SrkdError
     from ..evaluate import bicubic_upscale, open_dataset
-    from ..metrics import quantize
 
     scale = int(results.get("scale") or 4)
     try:
@@ -127,20 +143,20 @@ def crops(results: dict, data_root=None, names=CROP_IMAGES) -> list[dict]:
     sub.hr_files = chosen
     models = _models(results)
     out = []
+    teacher = dict(models).get("teacher")
     for sample in sub:
-        y, x = _pick_window(sample.hr, scale)
+        gain = None
+        if teacher is not None:  # where the teacher's error is lowest against bicubic's
+            hr = sample.hr.astype(np.float32)
+            gain = (np.abs(hr - bicubic_upscale(sample.lr, scale)) - np.abs(hr - _sr(teacher, sample.lr))).mean(axis=2)
+        y, x = _pick_window(sample.hr, scale, gain)
         y0, x0 = max(0, y - CONTEXT), max(0, x - CONTEXT)
         lr = sample.lr[y0:y + CROP_LR + CONTEXT, x0:x + CROP_LR + CONTEXT]
         oy, ox = (y - y0) * scale, (x - x0) * scale
         side = CROP_LR * scale
         tiles = [("HR", sample.hr[y * scale:y * scale + side, x * scale:x * scale + side])]
         for name, model in models:
-            if isinstance(model, str):
-                sr = bicubic_upscale(lr, scale)
-            else:
-                with torch.no_grad():
-                    t = torch.from_numpy(lr.astype(np.float32)).permute(2, 0, 1).unsqueeze(0).div(255)
-                    sr = quantize(model(t)[0])
+            sr = bicubic_upscale(lr, scale) if isinstance(model, str) else _sr(model, lr)
             tiles.append((name, sr[oy:oy + side, ox:ox + side]))
         out.append({"image": sample.name, "window": [y, x, CROP_LR], "tiles": tiles})
     return out
@@ -153,8 +169,40 @@ table{border-collapse:collapse;font-size:13px;margin:8px 0}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:right} th:first-child,td:first-child{text-align:left}
 th{background:#f3f3f3} td.best{font-weight:bold} td.gain{color:#0a6e2a;font-weight:bold} td.na{color:#888;font-style:italic}
 figure{display:inline-block;margin:4px;text-align:center;font-size:11px} figure img{image-rendering:pixelated;width:160px;height:160px;border:1px solid #bbb}
+.crops{white-space:nowrap;overflow-x:auto} /* one row per image, so tiles line up for comparison */
 pre{background:#f7f7f7;padding:10px;font-size:12px;overflow:auto} .note{color:#555;font-size:13px}
 """
+
+
+LABEL_H = 18  # pixels of caption above each tile in crops.png
+
+
+def crops_png(crop_sets: list[dict]) -> bytes | None:
+    """The crops as one PNG for pages that cannot inline HTML (a README, docs): a row per image, a
+    column per model, each tile at its HR size with its column's name above it."""
+    from PIL import Image, ImageDraw
+
+    if not crop_sets:
+        return None
+    side = max(img.shape[0] for c in crop_sets for _, img in c["tiles"])
+    cols = max(len(c["tiles"]) for c in crop_sets)
+    gap = 4
+    sheet = Image.new("RGB", (cols * (side + gap) - gap, len(crop_sets) * (side + LABEL_H + gap) - gap), "white")
+    draw = ImageDraw.Draw(sheet)
+    for row, c in enumerate(crop_sets):
+        top = row * (side + LABEL_H + gap)
+        for col, (name, img) in enumerate(c["tiles"]):
+            left = col * (side + gap)
+            text = name if col else f"{c['image']}: HR"
+            if draw.textlength(text) > side:  # long labels are cut to the tile's width
+                while text and draw.textlength(text + "…") > side:
+                    text = text[:-1]
+                text = text.rstrip() + "…"
+            draw.text((left + 2, top + 3), text, fill="black")
+            sheet.paste(Image.fromarray(np.ascontiguousarray(img)), (left, top + LABEL_H))
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
 
 
 def _table_html(results: dict) -> str:
@@ -229,11 +277,13 @@ def write_report(results: dict, out: Path, console=None, data_root=None) -> Path
     curves = curves_png(results)
     if curves is None and console is not None:
         console.print("report: no curves (pip install srkd[report] for matplotlib)")
-    page = render(results, curves, crops(results, data_root))
+    crop_sets = crops(results, data_root)
+    page = render(results, curves, crop_sets)
     path = Path(out) / "report.html"
     with atomic_path(path, overwrite=True) as tmp:
         tmp.write_text(page)
-    if curves is not None:
-        with atomic_path(Path(out) / "curves.png", overwrite=True) as tmp:
-            tmp.write_bytes(curves)
+    for name, data in (("curves.png", curves), ("crops.png", crops_png(crop_sets))):
+        if data is not None:  # the same pictures as files, for pages that link them
+            with atomic_path(Path(out) / name, overwrite=True) as tmp:
+                tmp.write_bytes(data)
     return path
