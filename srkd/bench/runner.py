@@ -80,7 +80,7 @@ def _check_slice(protocol: Protocol, params, teacher) -> None:
     Otherwise its row would compare a different network with the others: csd's default width 0.25
     of a 64-feature teacher is a 16-feature student beside 32-feature ones.
     """
-    from ..compress import slim_config
+    from ..compress import slim_config, teacher_slice_width
     from ..train import config as C
     from ..train.setup import build_student
 
@@ -94,14 +94,12 @@ def _check_slice(protocol: Protocol, params, teacher) -> None:
     differ = ", ".join(f"{k}={got.get(k)} (student {want.get(k)})" for k in sorted(set(got) | set(want))
                        if got.get(k) != want.get(k))
     hint = "no width of the teacher slices out that student, so compare csd in a protocol whose student is one"
-    for key in ("n_feats",):
-        if want.get(key) and teacher.config().get(key):
-            w = want[key] / teacher.config()[key]
-            try:
-                if w <= 1 and slim_config(teacher, w) == want:
-                    hint = f"set width: {w:g} in its 'set' to slice out the protocol's student"
-            except SrkdError:
-                pass
+    try:
+        fits = teacher_slice_width(student, teacher)
+        if slim_config(teacher, fits) == want:
+            hint = f"set width: {fits:g} in its 'set' to slice out the protocol's student"
+    except SrkdError:
+        pass  # no width of the teacher gives the student's shape
     raise SrkdError(f"its width-{width:g} slice of the teacher is not the protocol's student "
                     f"{protocol.student} ({differ}); {hint}")
 
