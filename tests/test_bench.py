@@ -289,6 +289,57 @@ def test_aggregation_matches_hand_computed_statistics(tmp_path):
     assert "±" not in aggregate.paper_table(one)
 
 
+def _table(res: dict) -> dict:
+    """What a results dict says about each entry, without where its runs lie."""
+    return {e["label"]: (e["seeds"], e["sets"], e["gain"], e["seconds_per_step"], e["wall_seconds"], e["params"],
+                         e["macs"], [(r["seed"], r["val"], r["curve"], r["seconds"]) for r in e["runs"]])
+            for e in res["entries"]}
+
+
+@pytest.mark.parametrize("old_format", [False, True])
+def test_an_earlier_results_json_stands_in_for_lost_run_folders(tmp_path, old_format, monkeypatch):
+    runs = tmp_path / "runs"
+    s5 = {"scratch": [30.0, 30.2, 29.9], "kd": [30.1, 30.25, 30.1]}
+    for label in s5:
+        for seed in range(3):
+            _fake_run(runs, label, seed, s5[label][seed], 25.0 + seed / 10, [(50, 29.0), (100, s5[label][seed])])
+    full = aggregate.collect([runs])
+    aggregate.write(full, tmp_path / "before")
+    saved = tmp_path / "before" / "results.json"
+    if old_format:  # results.json written before each run kept its own scores
+        res = json.loads(saved.read_text())
+        for e in res["entries"]:
+            for r in e["runs"]:
+                del r["val"], r["steps"]
+        saved.write_text(json.dumps(res))
+    # the folders of every kd run and of scratch seed 0 are lost; kd seed 2 is then run again
+    shutil.rmtree(runs / "kd")
+    shutil.rmtree(runs / "scratch" / "seed0")
+    _fake_run(runs, "kd", 2, 30.1, 25.2, [(50, 29.0), (100, 30.1)])
+    merged = aggregate.collect([runs, saved])
+    assert _table(merged) == _table(full)
+    kd = next(e for e in merged["entries"] if e["label"] == "kd")
+    assert [bool(r.get("source")) for r in kd["runs"]] == [True, True, False]  # seed 2 comes from its folder
+    # a finished folder wins over the results file: kd seed 2 scored again, differently
+    (runs / "kd" / "seed2" / "summary.json").write_text(json.dumps(
+        {"step": 100, "steps": 100, "seconds": 52.0, "steps_per_second": 2.0, "device": "cpu",
+         "val": {"set5": {"psnr": 30.5, "ssim": 0.305}, "urban100": {"psnr": 25.2, "ssim": 0.252}}}))
+    again = aggregate.collect([runs, saved])
+    g = next(e for e in again["entries"] if e["label"] == "kd")["gain"]["set5"]
+    assert g["psnr"] == pytest.approx([0.1, 0.05, 30.5 - 29.9], abs=1e-9)
+    # the CLI takes it as another --collect, and a file that is not a results.json is one line
+    # (the teacher and bicubic rows are left out: scoring them on Urban100 takes minutes)
+    monkeypatch.setattr(aggregate, "add_reference", lambda results, *a, **k: results.setdefault("reference", {}))
+    code, out, err = run_cli("bench", "--collect", str(runs), "--collect", str(saved), "--out", str(tmp_path / "o"),
+                             "--no-report", "-q")
+    assert code == 0, err
+    assert _table(json.loads((tmp_path / "o" / "results.json").read_text()))["scratch"] == _table(full)["scratch"]
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    code, _, err = run_cli("bench", "--collect", str(runs), "--collect", str(bad), "--out", str(tmp_path / "o2"), "-q")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "not JSON" in err
+
+
 def test_mean_std_edge_cases():
     assert aggregate.mean_std([]) == (None, None)
     assert aggregate.mean_std([2.0]) == (2.0, None)

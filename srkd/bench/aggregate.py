@@ -6,6 +6,11 @@ protocol hash; ``summary.json`` its final scores (the EMA model at the last step
 long its steps took; ``model.safetensors`` its parameters and provenance. So folders made by
 ``srkd bench``, by hand from ``--print-commands`` or on other machines aggregate alike.
 
+An earlier ``results.json`` can stand in for run folders that are gone (a scratch disk wiped
+between sessions, a cluster's scratch space): it keeps every run's scores, curve, timing and
+provenance, so :func:`collect` reads its runs back (:func:`read_results`). A run folder that has
+finished wins over the same (label, seed) in a results file.
+
 Statistics, per entry and validation set:
 
 * mean and sample standard deviation (n - 1) of Y-PSNR and SSIM over the entry's seeds;
@@ -56,6 +61,7 @@ class RunRecord:
     git_commit: str | None = None
     params: int = 0
     macs: int = 0
+    source: str = ""  # the results.json this record was read back from; "" for a run folder
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -163,12 +169,65 @@ def _jsonl(path: Path):
 # ------------------------------------------------------------------------------ aggregating
 
 
+def is_results_file(path) -> bool:
+    return Path(path).suffix.lower() == ".json"
+
+
+def read_results(path) -> list[RunRecord]:
+    """The finished runs an earlier :func:`aggregate` wrote to ``path`` (a results.json)."""
+    path = Path(path).expanduser()
+    try:
+        res = json.loads(path.read_text())
+    except OSError as exc:
+        raise SrkdError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError:
+        raise SrkdError(f"{path}: not JSON; give a results.json written by srkd bench") from None
+    if not isinstance(res, dict) or res.get("format") != RESULTS_FORMAT:
+        raise SrkdError(f"{path}: not a srkd bench results file (format {RESULTS_FORMAT!r})")
+    records = []
+    for e in res.get("entries", []):
+        runs = e.get("runs") or []
+        for i, r in enumerate(runs):
+            val = r.get("val")
+            if val is None:  # written before runs kept their own scores: the entry's lists follow its runs
+                val = {}
+                for s, v in (e.get("sets") or {}).items():
+                    if len(v.get("psnr", [])) != len(runs) or len(v.get("ssim", [])) != len(runs):
+                        raise SrkdError(f"{path}: entry '{e.get('label')}' lacks {s} scores for some of its runs; "
+                                        "collect its run folders instead")
+                    val[s] = {"psnr": v["psnr"][i], "ssim": v["ssim"][i]}
+            records.append(RunRecord(
+                folder=str(r.get("folder") or ""), label=str(e["label"]), method=str(e.get("method") or ""),
+                seed=int(r["seed"]), protocol=str((res.get("protocol") or {}).get("hash") or ""), done=True,
+                step=int(r.get("steps") or 0), steps=int(r.get("steps") or 0),
+                val={k: {"psnr": float(v["psnr"]), "ssim": float(v["ssim"])} for k, v in val.items()},
+                curve=[list(c) for c in r.get("curve") or []], curve_set=str(r.get("curve_set") or ""),
+                seconds=float(r.get("seconds") or 0.0), seconds_per_step=float(r.get("seconds_per_step") or 0.0),
+                device=str(r.get("device") or ""), machine=str(r.get("machine") or ""),
+                teacher_sha256=str(res.get("teacher_sha256") or ""),
+                teacher=str((res.get("teacher") or {}).get("path") or ""), scale=int(res.get("scale") or 0),
+                srkd_version=str(r.get("srkd_version") or ""), git_commit=r.get("git_commit"),
+                params=int(e.get("params") or 0), macs=int(e.get("macs") or 0), source=str(path)))
+    return records
+
+
 def collect(paths, protocol: Protocol | None = None) -> dict:
-    """Aggregate every run folder under ``paths`` into the results dict (see :func:`write`)."""
-    folders = find_runs(paths)
-    if not folders:
-        raise SrkdError(f"no srkd run folders (with config.yaml) under {', '.join(str(p) for p in paths)}")
+    """Aggregate every run folder under ``paths``, and the runs of any results.json among them,
+    into the results dict (see :func:`write`)."""
+    files = [p for p in paths if is_results_file(p)]
+    folders = find_runs([p for p in paths if not is_results_file(p)])
     records = [read_run(f) for f in folders]
+    have = {(r.label, r.seed) for r in records if r.done}
+    for f in files:
+        for r in read_results(f):
+            if (r.label, r.seed) in have:
+                continue
+            # a finished run read back replaces an unfinished folder of the same run
+            records = [x for x in records if (x.label, x.seed) != (r.label, r.seed)]
+            records.append(r)
+            have.add((r.label, r.seed))
+    if not records:
+        raise SrkdError(f"no srkd run folders (with config.yaml) under {', '.join(str(p) for p in paths)}")
     return aggregate(records, protocol)
 
 
@@ -226,8 +285,10 @@ def aggregate(records: list[RunRecord], protocol: Protocol | None = None) -> dic
         entry["params"] = runs[0].params if runs else None
         entry["macs"] = runs[0].macs if runs else None
         entry["runs"] = [{"folder": r.folder, "seed": r.seed, "device": r.device, "machine": r.machine,
-                          "seconds": r.seconds, "seconds_per_step": r.seconds_per_step, "srkd_version": r.srkd_version,
-                          "git_commit": r.git_commit, "curve_set": r.curve_set, "curve": r.curve} for r in runs]
+                          "seconds": r.seconds, "seconds_per_step": r.seconds_per_step, "steps": r.steps,
+                          "srkd_version": r.srkd_version, "git_commit": r.git_commit, "val": r.val,
+                          "curve_set": r.curve_set, "curve": r.curve, **({"source": r.source} if r.source else {})}
+                         for r in runs]
         entries.append(entry)
     spread = {}
     for s in sets:  # the seed spread per set: the mean over entries of their standard deviations

@@ -79,7 +79,8 @@ def curves_png(results: dict) -> bytes | None:
 
 
 def _models(results: dict) -> list[tuple[str, object]]:
-    """(column name, model or 'bicubic') for the crops: bicubic, the teacher, each entry's lowest seed."""
+    """(column name, model or 'bicubic') for the crops: bicubic, the teacher, each entry's lowest seed
+    whose model file is here."""
     from ..io.checkpoint import load_model_file
 
     cols: list[tuple[str, object]] = [("bicubic", "bicubic")]
@@ -87,11 +88,11 @@ def _models(results: dict) -> list[tuple[str, object]]:
     if teacher and Path(teacher).is_file():
         cols.append(("teacher", load_model_file(teacher).model.eval()))
     for e in results["entries"]:
-        if e["runs"]:
-            r = min(e["runs"], key=lambda r: r["seed"])
-            path = Path(r["folder"]) / "model.safetensors"
-            if path.is_file():
-                cols.append((f"{e['label']} (seed {r['seed']})", load_model_file(path).model.eval()))
+        # runs read back from an earlier results.json may have no folder here any more
+        here = [r for r in sorted(e["runs"], key=lambda r: r["seed"]) if (Path(r["folder"]) / "model.safetensors").is_file()]
+        if here:
+            r = here[0]
+            cols.append((f"{e['label']} (seed {r['seed']})", load_model_file(Path(r["folder"]) / "model.safetensors").model.eval()))
     return cols
 
 

@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         only: list[str] = typer.Option(None, "--only", metavar="LABEL", help="Run only this entry (label or id); repeatable."),
         seeds: str = typer.Option(None, "--seeds", metavar="0,1", help="Run only these seeds, comma-separated (e.g. 0,1). [default: the protocol's]"),
         print_commands: bool = typer.Option(False, "--print-commands", help="Print one srkd distill command per run (for a cluster queue) and exit."),
-        collect: list[Path] = typer.Option(None, "--collect", metavar="DIR", help="Aggregate run folders made anywhere into --out, without running (repeatable)."),
+        collect: list[Path] = typer.Option(None, "--collect", metavar="DIR", help="Aggregate run folders made anywhere, or an earlier results.json standing in for folders that are gone, into --out, without running (repeatable)."),
         jobs: int = typer.Option(1, "--jobs", "-j", min=1, metavar="N", help="Runs at once, one GPU each (CUDA_VISIBLE_DEVICES)."),
         markdown: Path = typer.Option(None, "--markdown", metavar="FILE", help="Also write the paper-style table here ('-': print it)."),
         report: bool = typer.Option(True, "--report/--no-report", help="Write report.html (curves need matplotlib: the report extra)."),
@@ -84,10 +84,15 @@ def _keep_protocol(p, out: Path) -> None:
 
 
 def _stored_protocol(paths):
-    """The protocol a bench folder kept (the first found), with the teacher hash its runs recorded."""
+    """The protocol a bench folder kept (the first found), with the teacher hash its runs recorded;
+    else the one an earlier results.json among ``paths`` holds."""
+    import json
+    import tempfile
+
     from ..bench import aggregate, load_protocol
 
-    for path in paths:
+    folders = [p for p in paths if not aggregate.is_results_file(p)]
+    for path in folders:
         f = Path(path).expanduser() / "protocol.yaml"
         if f.is_file():
             p = load_protocol(f)
@@ -95,6 +100,20 @@ def _stored_protocol(paths):
             if runs:
                 p.teacher_sha256 = aggregate.read_run(runs[0]).teacher_sha256
             return p
+    for path in paths:
+        if aggregate.is_results_file(path) and Path(path).expanduser().is_file():
+            try:
+                res = json.loads(Path(path).expanduser().read_text())
+            except ValueError:
+                continue  # aggregate.read_results says what is wrong with it
+            stored = (res.get("protocol") or {}) if isinstance(res, dict) else {}
+            if stored.get("text"):
+                with tempfile.TemporaryDirectory() as tmp:
+                    f = Path(tmp) / "protocol.yaml"
+                    f.write_text(stored["text"])
+                    p = load_protocol(f)
+                p.teacher_sha256 = str(res.get("teacher_sha256") or "")
+                return p
     return None
 
 
