@@ -26,7 +26,7 @@ SETS = ["set5", "set14", "b100", "urban100"]
 def paired(res):
     rows = ["| method | pairs | Set5 | Set14 | B100 | Urban100 |", "|---|---|---|---|---|---|"]
     for e in res["entries"]:
-        if e["label"] == "scratch" or not e["gain"]:
+        if e["label"] == "scratch" or not e["runs"]:
             continue
         cells, n = [], 0
         for s in SETS:
