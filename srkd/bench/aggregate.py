@@ -173,8 +173,8 @@ def is_results_file(path) -> bool:
     return Path(path).suffix.lower() == ".json"
 
 
-def read_results(path) -> list[RunRecord]:
-    """The finished runs an earlier :func:`aggregate` wrote to ``path`` (a results.json)."""
+def load_results(path) -> dict:
+    """The results dict an earlier :func:`write` left in ``path`` (a results.json), checked."""
     path = Path(path).expanduser()
     try:
         res = json.loads(path.read_text())
@@ -184,6 +184,13 @@ def read_results(path) -> list[RunRecord]:
         raise SrkdError(f"{path}: not JSON; give a results.json written by srkd bench") from None
     if not isinstance(res, dict) or res.get("format") != RESULTS_FORMAT:
         raise SrkdError(f"{path}: not a srkd bench results file (format {RESULTS_FORMAT!r})")
+    return res
+
+
+def read_results(path) -> list[RunRecord]:
+    """The finished runs an earlier :func:`aggregate` wrote to ``path`` (a results.json)."""
+    path = Path(path).expanduser()
+    res = load_results(path)
     records = []
     for e in res.get("entries", []):
         runs = e.get("runs") or []

@@ -215,12 +215,15 @@ class Protocol:
         return [Run(self, e, s, Path(out) / e.id / f"seed{s}") for s in chosen for e in entries if e.runnable]
 
 
-def load_protocol(path) -> Protocol:
-    """Read and check the file's shape; methods, values and files are checked by :func:`srkd.bench.validate`."""
+def load_protocol(path, text: str | None = None) -> Protocol:
+    """Read and check the file's shape; methods, values and files are checked by :func:`srkd.bench.validate`.
+
+    ``text``: the protocol's YAML as kept elsewhere (a results.json); ``path`` then only names it."""
     path = Path(path)
-    if not path.is_file():
-        raise SrkdError(f"protocol file not found: {path}")
-    text = path.read_text()
+    if text is None:
+        if not path.is_file():
+            raise SrkdError(f"protocol file not found: {path}")
+        text = path.read_text()
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

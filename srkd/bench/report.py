@@ -89,10 +89,10 @@ def _models(results: dict) -> list[tuple[str, object]]:
         cols.append(("teacher", load_model_file(teacher).model.eval()))
     for e in results["entries"]:
         # runs read back from an earlier results.json may have no folder here any more
-        here = [r for r in sorted(e["runs"], key=lambda r: r["seed"]) if (Path(r["folder"]) / "model.safetensors").is_file()]
-        if here:
-            r = here[0]
-            cols.append((f"{e['label']} (seed {r['seed']})", load_model_file(Path(r["folder"]) / "model.safetensors").model.eval()))
+        files = ((r["seed"], Path(r["folder"]) / "model.safetensors") for r in sorted(e["runs"], key=lambda r: r["seed"]))
+        seed, path = next(((s, f) for s, f in files if f.is_file()), (None, None))
+        if path is not None:
+            cols.append((f"{e['label']} (seed {seed})", load_model_file(path).model.eval()))
     return cols
 
 

@@ -86,9 +86,6 @@ def _keep_protocol(p, out: Path) -> None:
 def _stored_protocol(paths):
     """The protocol a bench folder kept (the first found), with the teacher hash its runs recorded;
     else the one an earlier results.json among ``paths`` holds."""
-    import json
-    import tempfile
-
     from ..bench import aggregate, load_protocol
 
     folders = [p for p in paths if not aggregate.is_results_file(p)]
@@ -101,17 +98,11 @@ def _stored_protocol(paths):
                 p.teacher_sha256 = aggregate.read_run(runs[0]).teacher_sha256
             return p
     for path in paths:
-        if aggregate.is_results_file(path) and Path(path).expanduser().is_file():
-            try:
-                res = json.loads(Path(path).expanduser().read_text())
-            except ValueError:
-                continue  # aggregate.read_results says what is wrong with it
-            stored = (res.get("protocol") or {}) if isinstance(res, dict) else {}
-            if stored.get("text"):
-                with tempfile.TemporaryDirectory() as tmp:
-                    f = Path(tmp) / "protocol.yaml"
-                    f.write_text(stored["text"])
-                    p = load_protocol(f)
+        if aggregate.is_results_file(path):
+            res = aggregate.load_results(path)
+            text = (res.get("protocol") or {}).get("text")
+            if text:
+                p = load_protocol(path, text=text)
                 p.teacher_sha256 = str(res.get("teacher_sha256") or "")
                 return p
     return None
