@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import types
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import SrkdError
@@ -98,11 +97,10 @@ def cpu_native_bf16() -> bool:
         pass
     if "AMX" in capability.upper():
         return True
-    try:
-        flags = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("amx_bf16", "avx512_bf16"))
+    from srkd.provenance import cpu_info
+
+    flags = cpu_info().get("flags", "").split()
+    return any(flag in flags for flag in ("amx_bf16", "avx512_bf16"))
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

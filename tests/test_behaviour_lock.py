@@ -20,6 +20,8 @@ import pytest
 import torch
 from conftest import run_cli
 
+from srkd.provenance import cpu_info
+
 ASSETS = Path(__file__).resolve().parent.parent / "srkd" / "assets"
 BUNDLED = ASSETS / "train" / "T91"
 STUDENT = "edsr:n_resblocks=2,n_feats=8,res_scale=1"
@@ -29,17 +31,9 @@ COMMON = ["--steps", "4", "--batch", "2", "--patch", "12", "--val", "none", "--t
 
 def platform() -> tuple[str, str, str]:
     """torch version, ATen CPU capability, and the CPU vendor plus "+amx" where AMX tiles exist."""
-    vendor, amx = "unknown", False
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        info = ""
-    for line in info.splitlines():
-        if line.startswith("vendor_id") and vendor == "unknown":
-            vendor = line.split(":", 1)[1].strip()
-        if line.startswith("flags"):
-            amx = amx or "amx_tile" in line.split()
-    return torch.__version__, torch.backends.cpu.get_cpu_capability(), vendor + ("+amx" if amx else "")
+    info = cpu_info()
+    amx = "+amx" if "amx_tile" in info.get("flags", "").split() else ""
+    return torch.__version__, torch.backends.cpu.get_cpu_capability(), info.get("vendor_id", "unknown") + amx
 
 
 # Each record: the code at commit 0068a3a (before issue 17's refactor) run on that platform.
@@ -59,7 +53,8 @@ RECORDS = {
         "upscale-tiled": "13d17dfc059b1f86bbc45fd7d68abb3f6f4909a725e44cab247c757e0cd847b5",
     },
 }
-RECORDED = RECORDS.get(platform(), {})
+HERE = platform()
+RECORDED = RECORDS.get(HERE, {})
 
 
 def weights_sha(path: Path) -> str:
@@ -82,10 +77,9 @@ def pixels_sha(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def lock(tmp_path_factory):
-    here = platform()
-    if here not in RECORDS:
+    if HERE not in RECORDS:
         known = "; ".join(" / ".join(key) for key in RECORDS)
-        pytest.skip(f"no locked hashes for {' / '.join(here)} (recorded: {known})")
+        pytest.skip(f"no locked hashes for {' / '.join(HERE)} (recorded: {known})")
     root = tmp_path_factory.mktemp("lock")
     data = root / "data"
     data.mkdir()
